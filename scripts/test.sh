@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then lint, type-check and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/ruff check src tests scripts
+.venv/bin/ruff format --check src tests scripts
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

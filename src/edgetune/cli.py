@@ -1,0 +1,234 @@
+"""The `edgetune` command: serve, import-model, predict, models, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from edgetune.errors import EdgetuneError, InvalidArgument
+from edgetune.settings import Settings
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value
+        for key in ("home", "host", "port", "log_level")
+        if (value := getattr(args, key, None)) is not None
+    }
+    settings = Settings(**overrides)
+    settings.plugins = [*settings.plugins, *getattr(args, "plugin", [])]
+    return settings
+
+
+def _plugins(settings: Settings):  # type: ignore[no-untyped-def]
+    from edgetune.plugins.manager import build_plugins
+
+    return build_plugins(settings.plugins, autoload=not settings.disable_plugin_autoload)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gRPC server until SIGTERM / SIGINT."""
+    from edgetune.server.app import serve
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings, _plugins(settings)))
+    return 0
+
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    """Export a local transformers folder to ONNX and publish it as a new version."""
+    from edgetune.exporters.onnx import import_model
+    from edgetune.store import ModelRepository
+
+    settings = _settings(args)
+    logging.basicConfig(level=logging.WARNING)
+    task = _plugins(settings).task(args.task)
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
+    version = import_model(
+        ModelRepository(settings.models_dir), task, args.name, Path(args.source), labels
+    )
+    print(
+        f"imported {version.name} version {version.version} ({task.name}, "
+        f"labels: {', '.join(version.manifest.labels)}) into {version.path}"
+    )
+    return 0
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    return grpc.insecure_channel(args.address)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify texts over gRPC and print one line per input."""
+    from edgetune.v1 import inference_pb2, inference_pb2_grpc
+
+    texts = [line.rstrip("\n") for line in sys.stdin] if args.texts == ["-"] else args.texts
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise InvalidArgument("no texts to classify")
+    request = inference_pb2.ClassifyRequest(
+        model=args.model,
+        version=args.version,
+        inputs=[inference_pb2.Input(text=text) for text in texts],
+        top_k=0 if args.json else max(args.top_k, 1),
+    )
+    with _channel(args) as channel:
+        reply = inference_pb2_grpc.InferenceStub(channel).Classify(request, timeout=args.timeout)
+    for text, result in zip(texts, reply.results, strict=True):
+        if args.json:
+            scores = {s.label: round(s.score, 6) for s in result.labels}
+            best = result.labels[0]
+            print(
+                json.dumps(
+                    {
+                        "text": text,
+                        "label": best.label,
+                        "score": round(best.score, 6),
+                        "scores": scores,
+                        "model": reply.model,
+                        "version": reply.version,
+                    }
+                )
+            )
+        else:
+            print("\t".join(f"{s.label}\t{s.score:.4f}" for s in result.labels))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List, load or unload models on a running server."""
+    from edgetune.v1 import models_pb2, models_pb2_grpc
+
+    with _channel(args) as channel:
+        stub = models_pb2_grpc.ModelsStub(channel)
+        if args.action == "list":
+            reply = stub.ListModels(models_pb2.ListModelsRequest(), timeout=args.timeout)
+            print(f"{'MODEL':24} {'VERSION':>7}  {'TASK':24} {'STATE':9} {'ALIASES':16} LABELS")
+            for model in reply.models:
+                for v in model.versions:
+                    state = models_pb2.ModelState.Name(v.state).removeprefix("MODEL_STATE_")
+                    print(
+                        f"{v.name:24} {v.version:>7}  {v.task:24} {state.lower():9} "
+                        f"{','.join(v.aliases):16} {','.join(label.name for label in v.labels)}"
+                    )
+            return 0
+        if not args.name:
+            raise InvalidArgument(f"models {args.action} needs a model name")
+        if args.action == "load":
+            info = stub.LoadModel(
+                models_pb2.LoadModelRequest(name=args.name, version=args.version),
+                timeout=args.timeout,
+            )
+            print(f"loaded {info.name} version {info.version} on {', '.join(info.providers)}")
+        else:
+            unloaded = stub.UnloadModel(
+                models_pb2.UnloadModelRequest(name=args.name, version=args.version),
+                timeout=args.timeout,
+            )
+            print(f"unloaded {args.name} version {unloaded.version}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List plugins, where each came from, and the tasks they register."""
+    plugins = _plugins(_settings(args))
+    for info in plugins.infos:
+        print(f"{info.name}  ({info.describe()}; module {info.module})")
+        for name, owner in sorted(plugins.task_plugins.items()):
+            if owner == info.name:
+                print(f"    task {name}: {plugins.tasks[name].description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="edgetune", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        *,
+        home: bool = False,
+        client: bool = False,
+        plugins: bool = False,
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=handler.__doc__, description=handler.__doc__)
+        sub.set_defaults(handler=handler)
+        if home:
+            sub.add_argument(
+                "--home", type=Path, help="edgetune home (default: $EDGETUNE_HOME or ~/.edgetune)"
+            )
+        if plugins:
+            sub.add_argument(
+                "--plugin",
+                action="append",
+                default=[],
+                metavar="MODULE",
+                help="also load this plugin module (repeatable)",
+            )
+        if client:
+            sub.add_argument(
+                "--address",
+                default=os.environ.get("EDGETUNE_ADDRESS", DEFAULT_ADDRESS),
+                help="server HOST:PORT (default: $EDGETUNE_ADDRESS or %(default)s)",
+            )
+            sub.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+        return sub
+
+    serve = command("serve", cmd_serve, home=True, plugins=True)
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks one)")
+    serve.add_argument("--log-level", dest="log_level", help="logging level (default INFO)")
+
+    imp = command("import-model", cmd_import_model, home=True, plugins=True)
+    imp.add_argument("--name", required=True, help="model name in the repository")
+    imp.add_argument("--task", default="text-classification", help="task (default %(default)s)")
+    imp.add_argument("--labels", help="comma-separated labels (default: the folder's id2label)")
+    imp.add_argument("source", metavar="SRC_DIR", help="local transformers model folder")
+
+    predict = command("predict", cmd_predict, client=True)
+    predict.add_argument("--model", required=True, help="model name")
+    predict.add_argument("--version", default="", help="version or alias (default latest)")
+    predict.add_argument("--top-k", dest="top_k", type=int, default=1, help="labels per line")
+    predict.add_argument("--json", action="store_true", help="one JSON object per input")
+    predict.add_argument("texts", nargs="+", metavar="TEXT", help="texts, or - to read stdin")
+
+    models = command("models", cmd_models, client=True)
+    models.add_argument("action", choices=["list", "load", "unload"])
+    models.add_argument("name", nargs="?", help="model name (load, unload)")
+    models.add_argument("--version", default="", help="version or alias (default latest)")
+
+    command("plugins", cmd_plugins, plugins=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `edgetune` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except EdgetuneError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

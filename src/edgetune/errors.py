@@ -1,0 +1,84 @@
+"""One error hierarchy for edgetune; each error carries the gRPC status code it maps to.
+
+Code raises these anywhere; the server maps them to a status in one place
+(`edgetune.server.interceptors`). The message is what the client reads, so it names the
+field, row, model or plugin that is wrong and never holds a stack trace.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class EdgetuneError(Exception):
+    """Base of every error edgetune reports to a user."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(EdgetuneError):
+    """A request field, data-set row or command-line argument is wrong."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(EdgetuneError):
+    """A model, version, alias, task or job does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(EdgetuneError):
+    """Something with that name or version already exists."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(EdgetuneError):
+    """The request is valid but the system is not in a state to run it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(EdgetuneError):
+    """A queue, quota or size limit is full."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(EdgetuneError):
+    """The server is draining or a model is being swapped out."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ModelLoadError(EdgetuneError):
+    """A model version on disk cannot be loaded (corrupt, wrong checksum, bad manifest)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PluginError(EdgetuneError):
+    """A plugin failed to import, implements an unknown hook, or clashes with another.
+
+    Raised at start-up; the message names the plugin and where it came from.
+    """
+
+    code = grpc.StatusCode.INTERNAL
+
+
+INTERNAL_MESSAGE = "internal error; see the server log"
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and client-safe message for any exception.
+
+    Unknown exceptions become INTERNAL with a generic message: internals never reach a client.
+    """
+    if isinstance(exc, EdgetuneError):
+        return exc.code, exc.message
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

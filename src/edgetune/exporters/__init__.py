@@ -1,0 +1,1 @@
+"""Turning trained transformers models into servable ONNX model versions."""

@@ -1,0 +1,87 @@
+"""Optimum ONNX export, and `import_model`: a local transformers folder -> a new version.
+
+Imports torch, transformers and optimum lazily: this runs in the CLI or a job process,
+never on the serving path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgetune.errors import InvalidArgument
+from edgetune.store import Manifest, ModelRepository, ModelVersion
+from edgetune.task import Task
+
+log = logging.getLogger(__name__)
+
+# Files the serving side may read; everything else Optimum or transformers writes is dropped.
+SERVED_SUFFIXES = (".onnx", ".json", ".txt", ".model")
+
+
+def export_onnx(task: Task, model: Any, preprocessor: Any, out_dir: Path) -> None:
+    """Export model with Optimum for task.optimum_task and save its preprocessor beside it."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model.eval()
+    onnx_export_from_model(model, out_dir, task=task.optimum_task, do_validation=False)
+    preprocessor.save_pretrained(out_dir)
+    for path in out_dir.iterdir():
+        if path.is_file() and not path.name.endswith(SERVED_SUFFIXES):
+            path.unlink()
+
+
+def labels_from_config(source: Path) -> list[str]:
+    """Label names from config.json's id2label, when the folder sets them explicitly."""
+    try:
+        config = json.loads((source / "config.json").read_text())
+    except FileNotFoundError:
+        raise InvalidArgument(
+            f"{source}: config.json is missing; is it a transformers model folder?"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{source}/config.json is not valid JSON: {exc}") from None
+    id2label = config.get("id2label") or {}
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
+
+
+def import_model(
+    repository: ModelRepository,
+    task: Task,
+    name: str,
+    source: Path,
+    labels: Sequence[str] = (),
+    aliases: tuple[str, ...] = ("latest",),
+) -> ModelVersion:
+    """Build task's model from a local transformers folder, export it to ONNX and publish it.
+
+    :param labels: label names; when empty they come from the folder's config.json id2label.
+    :raises InvalidArgument: the folder is not a model folder or no labels are known.
+    """
+    if not source.is_dir():
+        raise InvalidArgument(f"{source}: not a folder")
+    labels = list(labels) or labels_from_config(source)
+    if not labels:
+        raise InvalidArgument(
+            f"{source}: config.json names no labels (id2label); pass them with --labels"
+        )
+    if len(set(labels)) != len(labels):
+        raise InvalidArgument(f"labels contain duplicates: {labels}")
+    preprocessor = task.load_preprocessor(source)
+    model = task.build_model(source, labels)
+    with repository.staging() as staged:
+        log.info("exporting %s to ONNX for task %s", source, task.name)
+        export_onnx(task, model, preprocessor, staged)
+        manifest = Manifest(
+            task=task.name,
+            labels=labels,
+            base_model=str(source.resolve()),
+            format="onnx-fp32",
+            task_options=task.task_options(model, preprocessor),
+        )
+        return repository.publish(name, staged, manifest, aliases)

@@ -1,0 +1,30 @@
+"""The plugin contract: every hook edgetune calls, typed and documented.
+
+A plugin implements any subset of these with `@edgetune.hookimpl` and the same function
+name; argument names must match (a plugin may take fewer arguments than the spec).
+An implementation of a hook that is not listed here fails start-up, naming the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgetune.plugins import hookspec
+from edgetune.task import Task
+
+
+@hookspec
+def edgetune_register_tasks(register: Callable[[Task], None]) -> None:
+    """Register the tasks this plugin provides.
+
+    :param register: call it once per task with a `edgetune.task.Task` instance. The host
+        owns the names: registering a task name that another plugin already registered
+        fails start-up with a message naming both plugins.
+    :return: nothing; every plugin's implementation is called.
+
+    Example::
+
+        @edgetune.hookimpl
+        def edgetune_register_tasks(register):
+            register(SentimentTask())
+    """

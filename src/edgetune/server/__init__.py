@@ -1,0 +1,1 @@
+"""The gRPC server: servicers that translate protobuf, interceptors, health and shutdown."""

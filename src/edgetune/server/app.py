@@ -1,0 +1,135 @@
+"""Assemble and run the gRPC server: services, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from edgetune.errors import Unavailable
+from edgetune.plugins.manager import Plugins
+from edgetune.server.interceptors import ErrorInterceptor
+from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
+from edgetune.serving.registry import ModelRegistry
+from edgetune.serving.service import InferenceService
+from edgetune.serving.session import physical_cores
+from edgetune.settings import Settings
+from edgetune.store import ModelRepository, ModelVersion
+from edgetune.v1 import (
+    inference_pb2,
+    inference_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+    models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
+    server_pb2.DESCRIPTOR.services_by_name["Server"].full_name,
+)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ModelHealth:
+    """Keeps grpc.health.v1 in step with the registry.
+
+    Service "<name>:<version>" is SERVING while that version is loaded, and "<name>" while
+    any version of the model is; both turn NOT_SERVING when unloaded.
+    """
+
+    def __init__(self, servicer: health.aio.HealthServicer) -> None:
+        self.servicer = servicer
+        self.loaded: dict[str, set[int]] = {}
+
+    async def __call__(self, version: ModelVersion, loaded: bool) -> None:
+        versions = self.loaded.setdefault(version.name, set())
+        (versions.add if loaded else versions.discard)(version.version)
+        await self.servicer.set(
+            f"{version.name}:{version.version}", SERVING if loaded else NOT_SERVING
+        )
+        await self.servicer.set(version.name, SERVING if versions else NOT_SERVING)
+
+
+@dataclass
+class RunningServer:
+    """A started server and the parts tests and the CLI talk to."""
+
+    server: aio.Server
+    port: int
+    registry: ModelRegistry
+    health: health.aio.HealthServicer
+    executor: ThreadPoolExecutor
+
+    async def stop(self, grace: float) -> None:
+        """Answer health NOT_SERVING, let in-flight calls finish within grace, then stop."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
+    """Build every service, bind settings.host:settings.port and start serving."""
+    repository = ModelRepository(settings.models_dir)
+    health_servicer = health.aio.HealthServicer()
+    registry = ModelRegistry(repository, plugins, settings, (ModelHealth(health_servicer),))
+    executor = ThreadPoolExecutor(
+        max_workers=settings.inference_workers or physical_cores(), thread_name_prefix="infer"
+    )
+    server = aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    inference_pb2_grpc.add_InferenceServicer_to_server(
+        InferenceServicer(InferenceService(registry, settings, executor)), server
+    )
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(repository, registry), server)
+    server_pb2_grpc.add_ServerServicer_to_server(
+        ServerServicer(plugins, registry, settings), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise Unavailable(f"cannot listen on {address}: {exc}") from None
+    await server.start()
+    for name in SERVICE_NAMES:
+        await health_servicer.set(name, SERVING)
+    log.info(
+        "edgetune serving on %s:%d (providers: %s)",
+        settings.host,
+        port,
+        ", ".join(registry.providers),
+    )
+    return RunningServer(server, port, registry, health_servicer, executor)
+
+
+async def serve(settings: Settings, plugins: Plugins) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_server(settings, plugins)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"edgetune listening on {settings.host}:{running.port}", flush=True)
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
+    await running.stop(settings.shutdown_grace_s)

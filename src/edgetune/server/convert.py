@@ -1,0 +1,104 @@
+"""Protobuf <-> domain objects. No logic beyond translation and field naming."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgetune.errors import InvalidArgument
+from edgetune.plugins.manager import BUILTIN, ENTRY_POINT, MODULE, PluginInfo
+from edgetune.serving.model import ServedModel
+from edgetune.store import ModelVersion
+from edgetune.store.manifest import MODEL_FILE
+from edgetune.task import Image, Input, Result, Task, Text, TextPair, TokenIds
+from edgetune.v1 import inference_pb2, models_pb2, server_pb2
+
+_ORIGINS = {
+    BUILTIN: server_pb2.PLUGIN_ORIGIN_BUILTIN,
+    ENTRY_POINT: server_pb2.PLUGIN_ORIGIN_ENTRY_POINT,
+    MODULE: server_pb2.PLUGIN_ORIGIN_MODULE,
+}
+
+
+def inputs_from_pb(inputs: Sequence[inference_pb2.Input]) -> list[Input]:
+    """Domain inputs from the request's `inputs`; an input with no kind set is an error."""
+    converted: list[Input] = []
+    for index, item in enumerate(inputs):
+        match item.WhichOneof("kind"):
+            case "text":
+                converted.append(Text(item.text))
+            case "text_pair":
+                converted.append(TextPair(item.text_pair.text, item.text_pair.text_pair))
+            case "image":
+                converted.append(Image(item.image))
+            case "tokens":
+                converted.append(
+                    TokenIds(tuple(item.tokens.ids), tuple(item.tokens.attention_mask))
+                )
+            case _:
+                raise InvalidArgument(
+                    f"inputs[{index}] has no input set: set one of text, text_pair, image, tokens"
+                )
+    return converted
+
+
+def results_to_pb(results: Sequence[Result]) -> list[inference_pb2.Result]:
+    """Protobuf results, labels and spans in the order the task gave them."""
+    return [
+        inference_pb2.Result(
+            labels=[
+                inference_pb2.LabelScore(label=s.label, score=s.score, selected=s.selected)
+                for s in result.labels
+            ],
+            spans=[
+                inference_pb2.Span(
+                    start=s.start, end=s.end, label=s.label, score=s.score, text=s.text
+                )
+                for s in result.spans
+            ],
+        )
+        for result in results
+    ]
+
+
+def model_info(
+    version: ModelVersion, task: Task | None, served: ServedModel | None, aliases: list[str]
+) -> models_pb2.ModelInfo:
+    """ModelInfo for a version; `task` is None when no plugin serves its task."""
+    manifest = version.manifest
+    model_file = version.path / MODEL_FILE
+    return models_pb2.ModelInfo(
+        name=version.name,
+        version=str(version.version),
+        aliases=sorted(aliases),
+        task=manifest.task,
+        labels=[models_pb2.Label(index=i, name=n) for i, n in enumerate(manifest.labels)],
+        input_kinds=[kind.kind for kind in task.input_kinds] if task else [],
+        state=models_pb2.MODEL_STATE_LOADED if served else models_pb2.MODEL_STATE_AVAILABLE,
+        base_model=manifest.base_model,
+        format=manifest.format,
+        size_bytes=model_file.stat().st_size if model_file.exists() else 0,
+        created=manifest.created,
+        metrics=manifest.metrics,
+        providers=served.providers if served else [],
+    )
+
+
+def plugin_to_pb(info: PluginInfo) -> server_pb2.Plugin:
+    """A Plugin message."""
+    return server_pb2.Plugin(
+        name=info.name,
+        origin=_ORIGINS[info.origin],
+        distribution=info.distribution,
+        distribution_version=info.distribution_version,
+        module=info.module,
+    )
+
+
+def task_to_pb(task: Task, plugin: str) -> server_pb2.Task:
+    """A Task message."""
+    return server_pb2.Task(
+        name=task.name,
+        description=task.description,
+        input_kinds=[kind.kind for kind in task.input_kinds],
+        plugin=plugin,
+    )

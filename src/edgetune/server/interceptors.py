@@ -1,0 +1,78 @@
+"""The one place where exceptions become gRPC status codes.
+
+Every RPC, unary or streaming, passes through `ErrorInterceptor`: an `EdgetuneError` becomes
+its own code and message; anything else is logged with its stack trace and becomes INTERNAL
+with a generic message, so nothing internal reaches a client.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from edgetune.errors import EdgetuneError, status_of
+
+log = logging.getLogger(__name__)
+Handler = Any  # grpc.RpcMethodHandler
+
+
+async def abort_with(context: Any, exc: Exception) -> None:
+    """End the call with the status for exc (re-raises aborts already in progress)."""
+    if isinstance(exc, aio.AbortError):
+        raise exc
+    if not isinstance(exc, EdgetuneError):
+        log.exception("unhandled error in RPC", exc_info=exc)
+    code, message = status_of(exc)
+    await context.abort(code, message)
+
+
+def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(
+            request: Any, context: Any
+        ) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as exc:
+                await abort_with(context, exc)
+
+        return stream
+
+    async def unary(request: Any, context: Any) -> Any:
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    return unary
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Maps exceptions raised by any servicer to status codes."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary), **serializers)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream), **serializers)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary), **serializers)
+        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream), **serializers)

@@ -1,0 +1,84 @@
+"""A loaded model version: its ONNX Runtime session and its task runtime."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from edgetune.errors import ModelLoadError
+from edgetune.store import ModelVersion
+from edgetune.store.manifest import MODEL_FILE
+from edgetune.task import Input, ModelFiles, Result, Task, TaskRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ServedModel:
+    """A model version ready to answer: session, task runtime, and what it was loaded as."""
+
+    version: ModelVersion
+    task: Task
+    session: ort.InferenceSession
+    runtime: TaskRuntime
+    load_seconds: float
+
+    @classmethod
+    def load(
+        cls,
+        version: ModelVersion,
+        task: Task,
+        options: ort.SessionOptions,
+        providers: list[str],
+        *,
+        verify: bool,
+        warmup: bool,
+    ) -> ServedModel:
+        """Check files, open the session, build the task runtime and warm up (blocking)."""
+        started = time.perf_counter()
+        if verify:
+            version.manifest.verify_files(version.path)
+        try:
+            session = ort.InferenceSession(
+                str(version.path / MODEL_FILE), sess_options=options, providers=providers
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"model {version.name!r} version {version.version}: ONNX Runtime cannot load "
+                f"{MODEL_FILE}: {exc}"
+            ) from None
+        files = ModelFiles(
+            path=version.path,
+            manifest=version.manifest,
+            input_names=tuple(i.name for i in session.get_inputs()),
+            output_names=tuple(o.name for o in session.get_outputs()),
+        )
+        model = cls(version, task, session, task.runtime(files), 0.0)
+        if warmup:
+            model.predict(task.warmup_inputs(), top_k=1)
+        model.load_seconds = time.perf_counter() - started
+        log.info(
+            "loaded %s:%d (%s) on %s in %.2fs",
+            version.name,
+            version.version,
+            task.name,
+            ",".join(session.get_providers()),
+            model.load_seconds,
+        )
+        return model
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually runs on."""
+        providers: list[str] = self.session.get_providers()
+        return providers
+
+    def predict(self, inputs: Sequence[Input], top_k: int) -> list[Result]:
+        """Encode, run and decode one batch (blocking; ONNX Runtime releases the GIL)."""
+        encoded = self.runtime.encode(inputs)
+        outputs = self.session.run(None, encoded.feeds)
+        return self.runtime.decode(outputs, encoded, top_k)

@@ -1,0 +1,106 @@
+"""Which model versions are loaded, and which version a (name, version-or-alias) request gets.
+
+The hot path is one dict lookup: a route `(name, spec)` -> loaded model. A miss resolves the
+spec in the repository and loads the version (lazily, once, even under concurrent requests).
+`load` re-reads the repository, so a version imported while the server runs is picked up;
+the route moves only after the new version is loaded and warmed, and requests already running
+on the old version finish on it (they hold a reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from edgetune.errors import FailedPrecondition
+from edgetune.plugins.manager import Plugins
+from edgetune.serving.model import ServedModel
+from edgetune.serving.session import choose_providers, session_options
+from edgetune.settings import Settings
+from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store.repository import LATEST
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+Listener = Callable[[ModelVersion, bool], Awaitable[None]]
+"""Called with (version, loaded) after a version is loaded (True) or unloaded (False)."""
+
+
+class ModelRegistry:
+    """Loaded model versions and the routes that point requests at them."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        plugins: Plugins,
+        settings: Settings,
+        listeners: tuple[Listener, ...] = (),
+    ) -> None:
+        self.repository = repository
+        self.plugins = plugins
+        self.settings = settings
+        self.providers = choose_providers(settings.execution_providers)
+        self._options = session_options(settings.intra_op_threads)
+        self._loaded: dict[Key, ServedModel] = {}
+        self._routes: dict[tuple[str, str], ServedModel] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._listeners = listeners
+
+    @property
+    def loaded(self) -> dict[Key, ServedModel]:
+        """A snapshot of the loaded versions."""
+        return dict(self._loaded)
+
+    async def get(self, name: str, spec: str = "") -> ServedModel:
+        """The model a request for (name, spec) runs on, loading it on first use."""
+        route = (name, spec.strip() or LATEST)
+        served = self._routes.get(route)
+        if served is not None:
+            return served
+        return await self._route(route)
+
+    async def load(self, name: str, spec: str = "") -> ServedModel:
+        """Resolve (name, spec) in the repository now, load it if needed, and route to it."""
+        return await self._route((name, spec.strip() or LATEST))
+
+    async def unload(self, name: str, spec: str = "") -> ModelVersion:
+        """Stop routing to a loaded version and drop it; running requests finish on it."""
+        version = await asyncio.to_thread(self.repository.resolve, name, spec)
+        served = self._loaded.pop(version.key, None)
+        if served is None:
+            raise FailedPrecondition(f"model {name!r} version {version.version} is not loaded")
+        for route in [r for r, s in self._routes.items() if s is served]:
+            del self._routes[route]
+        await self._notify(version, loaded=False)
+        return version
+
+    async def _route(self, route: tuple[str, str]) -> ServedModel:
+        version = await asyncio.to_thread(self.repository.resolve, *route)
+        served = await self._ensure_loaded(version)
+        self._routes[route] = served
+        return served
+
+    async def _ensure_loaded(self, version: ModelVersion) -> ServedModel:
+        lock = self._locks.setdefault(version.key, asyncio.Lock())
+        async with lock:
+            served = self._loaded.get(version.key)
+            if served is None:
+                task = self.plugins.task(version.manifest.task)
+                served = await asyncio.to_thread(
+                    ServedModel.load,
+                    version,
+                    task,
+                    self._options,
+                    self.providers,
+                    verify=self.settings.verify_checksums,
+                    warmup=self.settings.warmup,
+                )
+                self._loaded[version.key] = served
+                await self._notify(version, loaded=True)
+            return served
+
+    async def _notify(self, version: ModelVersion, *, loaded: bool) -> None:
+        for listener in self._listeners:
+            await listener(version, loaded)

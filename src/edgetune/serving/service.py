@@ -1,0 +1,77 @@
+"""The transport-free inference service: validate a request, route it, run it off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from edgetune.errors import InvalidArgument
+from edgetune.serving.registry import ModelRegistry
+from edgetune.settings import Settings
+from edgetune.store import ModelVersion
+from edgetune.task import Input, Result, Text, TextPair
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The answer to one Classify call."""
+
+    version: ModelVersion
+    results: list[Result]
+
+
+class InferenceService:
+    """Classify batches of inputs on the models of a registry."""
+
+    def __init__(self, registry: ModelRegistry, settings: Settings, executor: Executor) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.executor = executor
+
+    async def classify(
+        self, model: str, version: str, inputs: Sequence[Input], top_k: int = 0
+    ) -> Classification:
+        """Check the request against the limits and the model's task, then run it.
+
+        :raises InvalidArgument: naming the field (`model`, `inputs`, `inputs[i].text` ...).
+        :raises NotFound: the model or version does not exist.
+        """
+        if not model:
+            raise InvalidArgument("model is required")
+        self._check_inputs(inputs)
+        served = await self.registry.get(model, version)
+        accepted = served.task.input_kinds
+        for index, item in enumerate(inputs):
+            if not isinstance(item, accepted):
+                kinds = ", ".join(kind.kind for kind in accepted)
+                raise InvalidArgument(
+                    f"inputs[{index}]: model {model!r} (task {served.task.name}) does not take "
+                    f"{item.kind} input; it takes {kinds}"
+                )
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self.executor, served.predict, inputs, top_k)
+        return Classification(served.version, results)
+
+    def _check_inputs(self, inputs: Sequence[Input]) -> None:
+        if not inputs:
+            raise InvalidArgument("inputs is empty: send at least one input")
+        if len(inputs) > self.settings.max_batch_size:
+            raise InvalidArgument(
+                f"inputs has {len(inputs)} items; the limit is {self.settings.max_batch_size}"
+            )
+        limit = self.settings.max_text_bytes
+        for index, item in enumerate(inputs):
+            if isinstance(item, Text | TextPair):
+                texts = {"text": item.text}
+                if isinstance(item, TextPair):
+                    texts = {"text_pair.text": item.text, "text_pair.text_pair": item.text_pair}
+                for field, text in texts.items():
+                    if not text.strip():
+                        raise InvalidArgument(f"inputs[{index}].{field} is empty")
+                    size = len(text.encode())
+                    if size > limit:
+                        raise InvalidArgument(
+                            f"inputs[{index}].{field} is {size} bytes; the limit is {limit}"
+                        )

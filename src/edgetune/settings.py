@@ -1,0 +1,76 @@
+"""Server settings: every knob in one place, read from EDGETUNE_* environment variables.
+
+Command-line flags override these; see `edgetune serve --help`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """~/.edgetune: where models (and later jobs and data sets) live unless EDGETUNE_HOME says."""
+    return Path.home() / ".edgetune"
+
+
+class Settings(BaseSettings):
+    """edgetune settings. Each field is also the environment variable EDGETUNE_<FIELD>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGETUNE_", use_attribute_docstrings=True, extra="ignore"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    """Folder holding the model repository (`<home>/models/<name>/<version>/`)."""
+
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds to."""
+
+    port: int = Field(default=50051, ge=0, le=65535)
+    """Port the gRPC server binds to; 0 picks a free port."""
+
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most inputs accepted in one Classify call."""
+
+    max_text_bytes: int = Field(default=32_768, ge=1)
+    """Most UTF-8 bytes in one input text; longer texts are refused, not cut."""
+
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest gRPC message the server receives or sends."""
+
+    intra_op_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
+
+    inference_workers: int = Field(default=0, ge=0)
+    """Threads that run inference calls off the event loop; 0 uses the number of
+    physical cores. ONNX Runtime releases the GIL, so these run truly in parallel."""
+
+    execution_providers: list[str] = Field(default_factory=list)
+    """ONNX Runtime execution providers to use, best first. Empty picks automatically:
+    CUDA when this onnxruntime build and machine have it, else CPU."""
+
+    warmup: bool = True
+    """Run one inference at load so the first real request is not slow."""
+
+    verify_checksums: bool = True
+    """Check each model file's sha256 against its manifest before loading it."""
+
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled."""
+
+    plugins: list[str] = Field(default_factory=list)
+    """Extra plugin modules to load by import path (like `--plugin`)."""
+
+    disable_plugin_autoload: bool = False
+    """Do not load plugins from the `edgetune` entry-point group of installed distributions."""
+
+    log_level: str = "INFO"
+    """Python logging level of the server."""
+
+    @property
+    def models_dir(self) -> Path:
+        """Root of the model repository."""
+        return self.home / "models"

@@ -1,0 +1,168 @@
+"""The model repository: `<root>/<name>/<version>/` folders, immutable once published.
+
+A version is assembled in a staging folder on the same file system and renamed into place,
+so a reader sees either no version or a complete one. Aliases (`latest`, `production`) are
+one-line files under `<root>/<name>/aliases/`, replaced atomically with os.replace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune.errors import AlreadyExists, InvalidArgument, NotFound
+from edgetune.store.manifest import Manifest
+
+LATEST = "latest"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_STAGING = ".staging"
+_ALIASES = "aliases"
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    """Return name if it is a safe model or alias name, else raise InvalidArgument."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidArgument(
+            f"{what} {name!r} is not valid: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 128 characters"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One published version of a model."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(name, version): how a loaded version is looked up."""
+        return self.name, self.version
+
+
+class ModelRepository:
+    """Versions, manifests and aliases of every model under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def model_names(self) -> list[str]:
+        """Names of every model with at least one version, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and _NAME.fullmatch(p.name) and self.versions(p.name)
+        )
+
+    def versions(self, name: str) -> list[int]:
+        """Published version numbers of a model, ascending; empty when it has none."""
+        folder = self.root / check_name(name)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias -> version for one model."""
+        folder = self.root / check_name(name) / _ALIASES
+        if not folder.is_dir():
+            return {}
+        found = {}
+        for path in folder.iterdir():
+            text = path.read_text().strip()
+            if text.isdigit():
+                found[path.name] = int(text)
+        return found
+
+    def resolve(self, name: str, spec: str = "") -> ModelVersion:
+        """The version named by spec: a number, an alias, or "" for `latest`.
+
+        Raises NotFound naming the model, version or alias that does not exist.
+        """
+        versions = self.versions(name)
+        if not versions:
+            raise NotFound(f"model {name!r} not found")
+        spec = spec.strip() or LATEST
+        if spec.isdigit():
+            number = int(spec)
+            if number not in versions:
+                raise NotFound(f"model {name!r} has no version {spec}")
+        else:
+            check_name(spec, "alias")
+            aliases = self.aliases(name)
+            if spec in aliases:
+                number = aliases[spec]
+            elif spec == LATEST:
+                number = versions[-1]
+            else:
+                raise NotFound(f"model {name!r} has no alias {spec!r}")
+        return self.get(name, number)
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        """A version by number, with its manifest read and validated."""
+        path = self.root / check_name(name) / str(version)
+        if not path.is_dir():
+            raise NotFound(f"model {name!r} has no version {version}")
+        return ModelVersion(name, version, path, Manifest.read(path))
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh folder to assemble a version in; removed unless it was published."""
+        folder = self.root / _STAGING / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(
+        self, name: str, staged: Path, manifest: Manifest, aliases: tuple[str, ...] = (LATEST,)
+    ) -> ModelVersion:
+        """Turn a staged folder into the model's next version and point aliases at it.
+
+        Records every file's sha256 in the manifest, then renames the folder into place
+        (atomic on one file system). Concurrent publishers get distinct numbers.
+        """
+        check_name(name)
+        manifest.record_files(staged)
+        manifest.write(staged)
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            number = max(self.versions(name), default=0) + 1
+            try:
+                # Version folders only ever appear through this rename, so the target
+                # cannot be an empty folder that rename would silently replace.
+                staged.rename(model_dir / str(number))
+            except OSError:
+                continue  # another publisher took this number
+            break
+        else:
+            raise AlreadyExists(f"model {name!r}: could not allocate a new version number")
+        for alias in aliases:
+            self.set_alias(name, alias, number)
+        return self.get(name, number)
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point alias at version, replacing what it pointed at in one atomic step."""
+        check_name(alias, "alias")
+        if alias.isdigit():
+            raise InvalidArgument(f"alias {alias!r} is not valid: an alias cannot be a number")
+        if version not in self.versions(name):
+            raise NotFound(f"model {name!r} has no version {version}")
+        folder = self.root / name / _ALIASES
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{alias}.{uuid.uuid4().hex}"
+        tmp.write_text(f"{version}\n")
+        os.replace(tmp, folder / alias)

@@ -1,0 +1,210 @@
+"""The Task contract: everything task-specific lives behind it, so the core never names a task.
+
+A task plugin registers one `Task` per task name (see `edgetune.plugins.hookspecs`). The core
+calls it on two paths:
+
+* **build / train** (a separate process that may import torch and transformers):
+  `label_set`, `build_model`, `load_preprocessor`, `build_features`, `compute_metrics`,
+  `task_options`, and `optimum_task` for the Optimum ONNX export;
+* **serve** (imports only numpy, onnxruntime and tokenizers): `runtime` builds a
+  `TaskRuntime` per loaded model version, whose `encode` turns a batch of inputs into ONNX
+  Runtime feeds and whose `decode` turns the outputs into one `Result` per input.
+
+Inputs are a closed set of kinds that mirror the `Input.kind` oneof of the public proto;
+results carry ranked labels and, for tasks that label parts of the input, spans. Tasks
+choose which input kinds they accept; the core rejects the others before calling them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetune.store.manifest import Manifest
+
+# ---- inputs: one class per kind of the proto's Input.kind oneof -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A UTF-8 text."""
+
+    kind: ClassVar[str] = "text"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextPair:
+    """Two texts classified together."""
+
+    kind: ClassVar[str] = "text_pair"
+    text: str
+    text_pair: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """Encoded image bytes (PNG or JPEG)."""
+
+    kind: ClassVar[str] = "image"
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIds:
+    """Token ids from a client that tokenizes itself; the mask is all ones when empty."""
+
+    kind: ClassVar[str] = "tokens"
+    ids: tuple[int, ...]
+    attention_mask: tuple[int, ...] = ()
+
+
+Input = Text | TextPair | Image | TokenIds
+
+# ---- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    """A label with its score; `selected` marks the labels the task predicts."""
+
+    label: str
+    score: float
+    selected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A labelled part of a text input, offsets in code points, end exclusive."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+    text: str
+
+
+@dataclass(slots=True)
+class Result:
+    """What a task answers for one input."""
+
+    labels: list[LabelScore] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+
+
+# ---- serving -----------------------------------------------------------------------------
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """A model version as a task runtime sees it: its folder, manifest and ONNX signature."""
+
+    path: Path
+    manifest: Manifest
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Encoded:
+    """ONNX Runtime feeds for a batch, plus whatever `decode` needs back (e.g. offsets)."""
+
+    feeds: dict[str, Array]
+    state: Any = None
+
+
+class TaskRuntime(ABC):
+    """The serving half of a task for one loaded model version. Must be thread-safe."""
+
+    @abstractmethod
+    def encode(self, inputs: Sequence[Input]) -> Encoded:
+        """Turn a batch of inputs (all of kinds the task accepts) into session feeds.
+
+        Raise `edgetune.errors.InvalidArgument` naming `inputs[i]` for an input the model
+        cannot take (e.g. a token id outside the vocabulary).
+        """
+
+    @abstractmethod
+    def decode(self, outputs: Sequence[Array], encoded: Encoded, top_k: int) -> list[Result]:
+        """Turn the session outputs (in `ModelFiles.output_names` order) into one Result per
+        input. `top_k` = 0 means every label."""
+
+
+# ---- the task ----------------------------------------------------------------------------
+
+
+class Task(ABC):
+    """A kind of model edgetune can build, train, export and serve."""
+
+    name: ClassVar[str]
+    """Unique task name, e.g. "text-classification"; stored in every manifest."""
+    description: ClassVar[str]
+    """One line shown by `edgetune plugins` and GetServerInfo."""
+    input_kinds: ClassVar[tuple[type[Input], ...]]
+    """Input kinds the task accepts."""
+    optimum_task: ClassVar[str]
+    """The Optimum export task (`optimum.exporters.TasksManager`) for this task's models."""
+
+    # -- build / train: may import torch and transformers, never on the serving path --
+
+    @abstractmethod
+    def label_set(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The sorted label names that occur in raw training examples."""
+
+    @abstractmethod
+    def build_model(self, base: Path, labels: Sequence[str]) -> Any:
+        """A trainable transformers model from a base model folder, with a head for labels."""
+
+    @abstractmethod
+    def load_preprocessor(self, base: Path) -> Any:
+        """The base model's tokenizer or image processor (saved beside the exported model)."""
+
+    @abstractmethod
+    def build_features(
+        self,
+        examples: Sequence[Mapping[str, Any]],
+        preprocessor: Any,
+        labels: Sequence[str],
+        max_length: int,
+    ) -> dict[str, list[Any]]:
+        """Model-ready features (including "labels") for raw examples.
+
+        Raise `edgetune.errors.InvalidArgument` naming the row (1-based) and field that is
+        wrong: a missing field, an empty text, a label outside `labels`.
+        """
+
+    @abstractmethod
+    def compute_metrics(
+        self, logits: Array, label_ids: Array, labels: Sequence[str]
+    ) -> dict[str, float]:
+        """Evaluation metrics (accuracy, precision, recall, F1 ...) from model outputs."""
+
+    def task_options(self, model: Any, preprocessor: Any) -> dict[str, Any]:
+        """Serving options stored in the manifest (e.g. max sequence length)."""
+        return {}
+
+    # -- serve: numpy, onnxruntime and tokenizers only --
+
+    @abstractmethod
+    def runtime(self, model: ModelFiles) -> TaskRuntime:
+        """The serving half for one model version (loads its tokenizer or processor)."""
+
+    @abstractmethod
+    def warmup_inputs(self) -> list[Input]:
+        """A small batch run once at load so the first real request is not slow."""
+
+
+def softmax(logits: Array) -> npt.NDArray[np.float32]:
+    """Row-wise softmax in float32, stable for large logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float32))
+    result: npt.NDArray[np.float32] = exp / exp.sum(axis=-1, keepdims=True)
+    return result
