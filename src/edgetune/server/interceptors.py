@@ -34,9 +34,7 @@ async def abort_with(context: Any, exc: Exception) -> None:
 def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
-        async def stream(
-            request: Any, context: Any
-        ) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             try:
                 async for response in behavior(request, context):
                     yield response

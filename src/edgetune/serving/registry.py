@@ -13,13 +13,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from edgetune.errors import FailedPrecondition
+from edgetune.errors import FailedPrecondition, ModelLoadError, NotFound
 from edgetune.plugins.manager import Plugins
 from edgetune.serving.model import ServedModel
 from edgetune.serving.session import choose_providers, session_options
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
 from edgetune.store.repository import LATEST
+from edgetune.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class ModelRegistry:
         async with lock:
             served = self._loaded.get(version.key)
             if served is None:
-                task = self.plugins.task(version.manifest.task)
+                task = self._task_of(version)
                 served = await asyncio.to_thread(
                     ServedModel.load,
                     version,
@@ -100,6 +101,14 @@ class ModelRegistry:
                 self._loaded[version.key] = served
                 await self._notify(version, loaded=True)
             return served
+
+    def _task_of(self, version: ModelVersion) -> Task:
+        try:
+            return self.plugins.task(version.manifest.task)
+        except NotFound as exc:
+            raise ModelLoadError(
+                f"model {version.name!r} version {version.version} cannot be served: {exc.message}"
+            ) from None
 
     async def _notify(self, version: ModelVersion, *, loaded: bool) -> None:
         for listener in self._listeners:

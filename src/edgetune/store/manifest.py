@@ -82,10 +82,12 @@ class Manifest(BaseModel):
         """Raise ModelLoadError when a listed file is missing or its sha256 differs."""
         if MODEL_FILE not in self.files:
             raise ModelLoadError(f"{folder}: manifest lists no {MODEL_FILE}")
+        root = folder.resolve()
+        for name in self.files:
+            if not (folder / name).resolve().is_relative_to(root):
+                raise ModelLoadError(f"{folder}: manifest file {name!r} points outside the folder")
         for name, expected in self.files.items():
             path = folder / name
-            if not path.resolve().is_relative_to(folder.resolve()):
-                raise ModelLoadError(f"{folder}: manifest file {name!r} points outside the folder")
             if not path.is_file():
                 raise ModelLoadError(f"{folder}: {name} is missing")
             if sha256_of(path) != expected:

@@ -1,0 +1,152 @@
+"""Shared fixtures: a tiny random-init BERT built from a config (no downloads), a model
+repository holding it, and an in-process gRPC server on port 0."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from edgetune.plugins.manager import Plugins, build_plugins
+from edgetune.server.app import RunningServer, start_server
+from edgetune.settings import Settings
+from edgetune.store import ModelRepository
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = [
+    "the",
+    "movie",
+    "was",
+    "good",
+    "bad",
+    "great",
+    "terrible",
+    "film",
+    "plot",
+    "acting",
+    "fun",
+    "boring",
+    "love",
+    "hate",
+    "is",
+    "not",
+    "very",
+    "and",
+    "it",
+    "i",
+    "this",
+    "a",
+    "of",
+    "to",
+]
+
+
+def build_tiny_bert(folder: Path, labels: list[str] | None = None, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide BERT classifier and its WordPiece tokenizer into folder."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += [w for w in WORDS if w not in letters] + letters + [f"##{c}" for c in letters]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    labels = labels or LABELS
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local transformers folder with a tiny BERT classifier (labels in its config)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def plugins() -> Plugins:
+    """The built-in plugins only (entry points off, so the host machine cannot interfere)."""
+    return build_plugins(autoload=False)
+
+
+@pytest.fixture(scope="session")
+def seeded_models(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, plugins: Plugins
+) -> Path:
+    """A repository with the tiny BERT imported once as model "tiny" version 1."""
+    from edgetune.exporters.onnx import import_model
+
+    root = tmp_path_factory.mktemp("seeded") / "models"
+    import_model(ModelRepository(root), plugins.task("text-classification"), "tiny", tiny_bert)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path, seeded_models: Path) -> Path:
+    """A fresh edgetune home per test, holding a copy of the seeded repository."""
+    shutil.copytree(seeded_models, tmp_path / "home" / "models")
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def repository(home: Path) -> ModelRepository:
+    """The repository of this test's home."""
+    return ModelRepository(home / "models")
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Settings for an in-process server on a free loopback port."""
+    return Settings(home=home, host="127.0.0.1", port=0, max_batch_size=8, max_text_bytes=200)
+
+
+@pytest.fixture
+async def server(settings: Settings, plugins: Plugins) -> AsyncIterator[RunningServer]:
+    """A started in-process server; stopped after the test."""
+    running = await start_server(settings, plugins)
+    yield running
+    await running.stop(0)
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[aio.Channel]:
+    """An asyncio channel to the in-process server."""
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        yield chan
+
+
+@pytest.fixture
+def sync_channel(server: RunningServer) -> Iterator[grpc.Channel]:
+    """A blocking channel, for code paths that use the sync API (CLI)."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        yield chan
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A site-packages-like folder on sys.path; modules imported from it are forgotten after."""
+    folder = tmp_path / "site-packages"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield folder
+    for name in set(sys.modules) - before:
+        if name.startswith("acme"):
+            del sys.modules[name]

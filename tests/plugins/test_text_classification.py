@@ -1,0 +1,90 @@
+"""The built-in text-classification task, through its Task interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetune.errors import InvalidArgument
+from edgetune.plugins.metrics import classification_metrics
+from edgetune.plugins.text_classification import TextClassification
+
+task = TextClassification()
+
+
+def test_label_set_is_sorted_and_names_rows_without_labels() -> None:
+    assert task.label_set([{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}]) == [
+        "neg",
+        "pos",
+    ]
+    with pytest.raises(InvalidArgument, match="row 2: field 'label' is missing"):
+        task.label_set([{"text": "a", "label": "pos"}, {"text": "b"}])
+
+
+def test_build_model_and_features(tiny_bert: Path) -> None:
+    tokenizer = task.load_preprocessor(tiny_bert)
+    model = task.build_model(tiny_bert, ["bad", "good"])
+    assert model.config.id2label == {0: "bad", 1: "good"}
+    assert model.classifier.out_features == 2
+    features = task.build_features(
+        [{"text": "good fun", "label": "good"}, {"text": "bad plot", "label": "bad"}],
+        tokenizer,
+        ["bad", "good"],
+        max_length=16,
+    )
+    assert features["labels"] == [1, 0]
+    assert len(features["input_ids"]) == 2
+    pairs = task.build_features(
+        [{"text": "good", "text_pair": "fun", "label": "good"}], tokenizer, ["bad", "good"], 16
+    )
+    assert 1 in pairs["token_type_ids"][0]  # the second segment is marked
+    options = task.task_options(model, tokenizer)
+    assert options == {"max_length": 64, "pad_token": "[PAD]", "pad_token_id": 0}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"label": "good"}], "row 1: field 'text' is missing"),
+        (
+            [{"text": "ok", "label": "good"}, {"text": "  ", "label": "good"}],
+            "row 2: field 'text' is empty",
+        ),
+        ([{"text": 5, "label": "good"}], "row 1: field 'text' must be a string"),
+        ([{"text": "ok", "label": "meh"}], "row 1: label 'meh' is not one of the training labels"),
+        ([{"text": "ok"}], "row 1: field 'label' is missing"),
+        (
+            [{"text": "a", "text_pair": "b", "label": "good"}, {"text": "c", "label": "good"}],
+            "field 'text_pair' must be on every row or on none",
+        ),
+    ],
+)
+def test_bad_rows_are_named(tiny_bert: Path, rows: list[dict[str, object]], message: str) -> None:
+    tokenizer = task.load_preprocessor(tiny_bert)
+    with pytest.raises(InvalidArgument) as caught:
+        task.build_features(rows, tokenizer, ["bad", "good"], 16)
+    assert caught.value.message == message
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    # actual:    a a a b b c
+    # predicted: a a b b c c
+    actual = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 2, 2])
+    metrics = classification_metrics(predicted, actual, ["a", "b", "c"])
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    # precision a=2/2 b=1/2 c=1/2; recall a=2/3 b=1/2 c=1/1
+    assert metrics["precision"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert metrics["recall"] == pytest.approx((2 / 3 + 0.5 + 1) / 3)
+    f1 = [2 * (2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 / 1.5]
+    assert metrics["f1"] == pytest.approx(sum(f1) / 3)
+    assert metrics["f1/c"] == pytest.approx(f1[2])
+
+
+def test_compute_metrics_takes_logits_and_handles_absent_labels() -> None:
+    logits = np.array([[2.0, 0.1, 0.0], [0.0, 3.0, 0.0]])
+    metrics = task.compute_metrics(logits, np.array([0, 1]), ["a", "b", "c"])
+    assert metrics["accuracy"] == 1.0
+    assert metrics["f1/c"] == 0.0  # never predicted, never present: 0, not NaN

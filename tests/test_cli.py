@@ -1,0 +1,149 @@
+"""The `edgetune` command end to end: import-model, serve, predict, models, plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+EDGETUNE = [sys.executable, "-m", "edgetune"]
+
+
+def run(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EDGETUNE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "EDGETUNE_HOME": str(tmp_path / "home"),
+        "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
+
+
+@pytest.fixture
+def served(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`edgetune serve` in a child process; yields its address once health says SERVING."""
+    address = f"127.0.0.1:{free_port()}"
+    host, port = address.split(":")
+    proc = subprocess.Popen(
+        [*EDGETUNE, "serve", "--host", host, "--port", port],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                break
+            except grpc.RpcError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+    yield address, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_import_serve_predict_and_models(env, served, tiny_bert) -> None:
+    address, _ = served
+    imported = run("import-model", "--name", "reviews", str(tiny_bert), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported reviews version 1" in imported.stdout
+    assert "labels: negative, neutral, positive" in imported.stdout
+
+    # Imported while the server runs: served on its first request.
+    plain = run(
+        "predict", "--address", address, "--model", "reviews", "good fun", "bad plot", env=env
+    )
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 2
+    label, score = lines[0].split("\t")
+    assert label in {"negative", "neutral", "positive"} and 0 < float(score) <= 1
+
+    piped = run(
+        "predict",
+        "--address",
+        address,
+        "--model",
+        "reviews",
+        "--json",
+        "-",
+        env=env,
+        stdin="good fun\n\nbad plot\n",
+    )
+    rows = [json.loads(line) for line in piped.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["good fun", "bad plot"]
+    assert set(rows[0]["scores"]) == {"negative", "neutral", "positive"}
+    assert rows[0]["label"] == label and rows[0]["version"] == "1"
+    assert sum(rows[0]["scores"].values()) == pytest.approx(1, abs=1e-4)
+
+    listed = run("models", "list", "--address", address, env=env)
+    assert "reviews" in listed.stdout and "loaded" in listed.stdout
+    unloaded = run("models", "unload", "reviews", "--address", address, env=env)
+    assert "unloaded reviews version 1" in unloaded.stdout
+    loaded = run("models", "load", "reviews", "--address", address, env=env)
+    assert "loaded reviews version 1 on CPUExecutionProvider" in loaded.stdout
+
+    missing = run("predict", "--address", address, "--model", "nope", "x", env=env)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: NOT_FOUND: model 'nope' not found"
+
+
+def test_sigterm_stops_the_server_cleanly(served) -> None:
+    _, proc = served
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_import_model_errors(env, tmp_path) -> None:
+    result = run("import-model", "--name", "x", str(tmp_path / "nowhere"), env=env)
+    assert result.returncode == 2
+    assert "not a folder" in result.stderr
+    result = run("import-model", "--name", "x", "--task", "nope", str(tmp_path), env=env)
+    assert "task 'nope' is not registered (known tasks: text-classification)" in result.stderr
+
+
+def test_plugins_command(env) -> None:
+    result = run("plugins", env=env)
+    assert "edgetune.plugins.text_classification  (built-in" in result.stdout
+    assert "task text-classification" in result.stdout
+
+
+def test_serving_never_imports_torch(env) -> None:
+    """The serving path stays light: no torch, transformers or optimum."""
+    code = (
+        "import sys, edgetune.server.app, edgetune.cli, edgetune.plugins.manager as m;"
+        "m.build_plugins(autoload=False);"
+        "heavy = {'torch', 'transformers', 'optimum'} & set(sys.modules); print(sorted(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -1,0 +1,28 @@
+"""The README documents every setting, and its commands are the ones CI runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetune.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [
+        f"EDGETUNE_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`EDGETUNE_{name.upper()}`" not in README
+    ]
+    assert not missing, f"README lacks {missing}"
+    undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
+    assert not undocumented, f"settings without a docstring: {undocumented}"
+
+
+def test_readme_first_screen_has_the_run_and_test_commands() -> None:
+    first_screen = "\n".join(README.splitlines()[:15])
+    assert "scripts/demo.sh" in first_screen
+    assert "scripts/test.sh" in first_screen
+    assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
