@@ -67,6 +67,32 @@ class Settings(BaseSettings):
     disable_plugin_autoload: bool = False
     """Do not load plugins from the `edgetune` entry-point group of installed distributions."""
 
+    max_dataset_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest data-set file accepted by UploadDataset (and inline examples, encoded)."""
+
+    max_concurrent_jobs: int = Field(default=1, ge=1)
+    """Fine-tuning jobs that train at the same time; the rest wait in the queue."""
+
+    train_threads: int = Field(default=0, ge=0)
+    """torch threads of a training process; 0 uses the number of physical cores."""
+
+    train_nice: int = Field(default=10, ge=0, le=19)
+    """Scheduling niceness of training processes, so serving wins the CPU when both want it."""
+
+    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    """Largest int8-vs-fp32 drop of the gate metric (0.01 = 1 point) that still publishes int8."""
+
+    gate_failure: str = Field(default="fp32", pattern="^(fp32|fail)$")
+    """What a job does when int8 loses more than max_accuracy_drop: publish the fp32 model
+    ("fp32") or fail ("fail")."""
+
+    cancel_grace_s: float = Field(default=10.0, ge=0)
+    """Seconds a cancelled training process gets to stop before it is killed."""
+
+    max_job_attempts: int = Field(default=2, ge=1)
+    """Times a job may start; a job interrupted by a server restart resumes from its last
+    checkpoint while attempts remain, else it fails with the reason."""
+
     log_level: str = "INFO"
     """Python logging level of the server."""
 
@@ -74,3 +100,13 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Root of the model repository."""
         return self.home / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Uploaded data sets."""
+        return self.home / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Job work folders (checkpoints, exports in progress) and the job database."""
+        return self.home / "jobs"

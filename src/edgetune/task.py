@@ -3,8 +3,10 @@
 A task plugin registers one `Task` per task name (see `edgetune.plugins.hookspecs`). The core
 calls it on two paths:
 
+* **data** (in the server, plain Python): `example_labels` checks each raw example and
+  names its labels, `example_input` turns one into a serving input for evaluation;
 * **build / train** (a separate process that may import torch and transformers):
-  `label_set`, `build_model`, `load_preprocessor`, `build_features`, `compute_metrics`,
+  `build_model`, `load_preprocessor`, `build_features`, `collate`, `compute_metrics`,
   `task_options`, and `optimum_task` for the Optimum ONNX export;
 * **serve** (imports only numpy, onnxruntime and tokenizers): `runtime` builds a
   `TaskRuntime` per loaded model version, whose `encode` turns a batch of inputs into ONNX
@@ -153,11 +155,26 @@ class Task(ABC):
     optimum_task: ClassVar[str]
     """The Optimum export task (`optimum.exporters.TasksManager`) for this task's models."""
 
-    # -- build / train: may import torch and transformers, never on the serving path --
+    selection_metric: ClassVar[str] = "f1"
+    """The validation metric that picks the best checkpoint and drives early stopping."""
+    gate_metric: ClassVar[str] = "accuracy"
+    """The metric the int8-vs-fp32 accuracy gate compares."""
+
+    # -- data: plain Python, runs in the server to validate data sets before any training --
 
     @abstractmethod
-    def label_set(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
-        """The sorted label names that occur in raw training examples."""
+    def example_labels(self, example: Mapping[str, Any], row: int) -> list[str]:
+        """Check one raw example and return its labels (one for single-label tasks).
+
+        Raise `edgetune.errors.InvalidArgument` naming the row (1-based) and the field
+        that is wrong: a missing field, an empty text, a value of the wrong type.
+        """
+
+    @abstractmethod
+    def example_input(self, example: Mapping[str, Any]) -> Input:
+        """The serving input for a raw example (to evaluate exported models end to end)."""
+
+    # -- build / train: may import torch and transformers, never on the serving path --
 
     @abstractmethod
     def build_model(self, base: Path, labels: Sequence[str]) -> Any:
@@ -174,12 +191,15 @@ class Task(ABC):
         preprocessor: Any,
         labels: Sequence[str],
         max_length: int,
-    ) -> dict[str, list[Any]]:
-        """Model-ready features (including "labels") for raw examples.
+    ) -> list[dict[str, Any]]:
+        """Model-ready features, one dict per example, each with its "labels" target.
 
-        Raise `edgetune.errors.InvalidArgument` naming the row (1-based) and field that is
-        wrong: a missing field, an empty text, a label outside `labels`.
+        Examples were checked with `example_labels`; a label outside `labels` is an error.
         """
+
+    @abstractmethod
+    def collate(self, preprocessor: Any) -> Any:
+        """A callable that turns a list of feature dicts into a batch of torch tensors."""
 
     @abstractmethod
     def compute_metrics(

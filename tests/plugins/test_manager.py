@@ -14,8 +14,10 @@ from edgetune.plugins.manager import BUILTIN, ENTRY_POINT, MODULE, build_plugins
 def test_builtins_are_plugins() -> None:
     plugins = build_plugins(autoload=False)
     assert [(i.name, i.origin) for i in plugins.infos] == [
-        ("edgetune.plugins.text_classification", BUILTIN)
+        ("edgetune.plugins.text_classification", BUILTIN),
+        ("edgetune.plugins.readers", BUILTIN),
     ]
+    assert plugins.reader_plugins == {"jsonl": "edgetune.plugins.readers", "csv": "edgetune.plugins.readers"}
     assert plugins.task_plugins == {"text-classification": "edgetune.plugins.text_classification"}
 
 
@@ -96,7 +98,7 @@ def test_two_plugins_claiming_one_task_name(site: Path) -> None:
     )
     with pytest.raises(PluginError) as caught:
         build_plugins()
-    assert "task 'fake-sentiment' is registered twice" in caught.value.message
+    assert "Task 'fake-sentiment' is registered twice" in caught.value.message
     assert "entry point of acme-one 1.0" in caught.value.message
     assert "entry point of acme-two 2.0" in caught.value.message
 

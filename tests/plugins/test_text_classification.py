@@ -10,17 +10,23 @@ import pytest
 from edgetune.errors import InvalidArgument
 from edgetune.plugins.metrics import classification_metrics
 from edgetune.plugins.text_classification import TextClassification
+from edgetune.task import Text, TextPair
 
 task = TextClassification()
 
 
-def test_label_set_is_sorted_and_names_rows_without_labels() -> None:
-    assert task.label_set([{"text": "a", "label": "pos"}, {"text": "b", "label": "neg"}]) == [
-        "neg",
-        "pos",
-    ]
+def test_example_labels_checks_the_row() -> None:
+    assert task.example_labels({"text": "a", "label": "pos"}, 1) == ["pos"]
+    assert task.example_labels({"text": "a", "text_pair": "b", "label": 3}, 1) == ["3"]
     with pytest.raises(InvalidArgument, match="row 2: field 'label' is missing"):
-        task.label_set([{"text": "a", "label": "pos"}, {"text": "b"}])
+        task.example_labels({"text": "b"}, 2)
+    with pytest.raises(InvalidArgument, match="row 4: field 'label' must be one value"):
+        task.example_labels({"text": "b", "label": ["x", "y"]}, 4)
+
+
+def test_example_input_mirrors_the_serving_kinds() -> None:
+    assert task.example_input({"text": "a", "label": "x"}) == Text("a")
+    assert task.example_input({"text": "a", "text_pair": "b"}) == TextPair("a", "b")
 
 
 def test_build_model_and_features(tiny_bert: Path) -> None:
@@ -34,12 +40,12 @@ def test_build_model_and_features(tiny_bert: Path) -> None:
         ["bad", "good"],
         max_length=16,
     )
-    assert features["labels"] == [1, 0]
-    assert len(features["input_ids"]) == 2
+    assert [f["labels"] for f in features] == [1, 0]
+    assert len(features) == 2 and features[0]["input_ids"][0] == tokenizer.cls_token_id
     pairs = task.build_features(
         [{"text": "good", "text_pair": "fun", "label": "good"}], tokenizer, ["bad", "good"], 16
     )
-    assert 1 in pairs["token_type_ids"][0]  # the second segment is marked
+    assert 1 in pairs[0]["token_type_ids"]  # the second segment is marked
     options = task.task_options(model, tokenizer)
     assert options == {"max_length": 64, "pad_token": "[PAD]", "pad_token_id": 0}
 

@@ -21,7 +21,8 @@ async def test_server_info(channel) -> None:
     info = await server_pb2_grpc.ServerStub(channel).GetServerInfo(pb.GetServerInfoRequest())
     assert info.version == edgetune.__version__
     assert [(p.name, p.origin) for p in info.plugins] == [
-        ("edgetune.plugins.text_classification", pb.PLUGIN_ORIGIN_BUILTIN)
+        ("edgetune.plugins.text_classification", pb.PLUGIN_ORIGIN_BUILTIN),
+        ("edgetune.plugins.readers", pb.PLUGIN_ORIGIN_BUILTIN),
     ]
     (task,) = info.tasks
     assert task.name == "text-classification"
@@ -41,6 +42,7 @@ async def test_reflection_lists_every_service(channel) -> None:
     (reply,) = [r async for r in stub.ServerReflectionInfo(one())]
     names = {s.name for s in reply.list_services_response.service}
     assert names == {
+        "edgetune.v1.FineTuning",
         "edgetune.v1.Inference",
         "edgetune.v1.Models",
         "edgetune.v1.Server",

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgetune.errors import InvalidArgument
 from edgetune.store import Manifest, ModelRepository, ModelVersion
+from edgetune.store.manifest import TRAINABLE_DIR
 from edgetune.task import Task
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ SERVED_SUFFIXES = (".onnx", ".json", ".txt", ".model")
 
 
 def export_onnx(task: Task, model: Any, preprocessor: Any, out_dir: Path) -> None:
-    """Export model with Optimum for task.optimum_task and save its preprocessor beside it."""
+    """Export model with Optimum for task.optimum_task, save its preprocessor beside it, and
+    keep its safetensors weights under trainable/ so the version can be fine-tuned later."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +36,8 @@ def export_onnx(task: Task, model: Any, preprocessor: Any, out_dir: Path) -> Non
     for path in out_dir.iterdir():
         if path.is_file() and not path.name.endswith(SERVED_SUFFIXES):
             path.unlink()
+    model.save_pretrained(out_dir / TRAINABLE_DIR, safe_serialization=True)
+    preprocessor.save_pretrained(out_dir / TRAINABLE_DIR)
 
 
 def labels_from_config(source: Path) -> list[str]:

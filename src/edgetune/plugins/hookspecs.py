@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from edgetune.data import DatasetReader
 from edgetune.plugins import hookspec
 from edgetune.task import Task
 
@@ -27,4 +28,20 @@ def edgetune_register_tasks(register: Callable[[Task], None]) -> None:
         @edgetune.hookimpl
         def edgetune_register_tasks(register):
             register(SentimentTask())
+    """
+
+
+@hookspec
+def edgetune_register_dataset_readers(register: Callable[[DatasetReader], None]) -> None:
+    """Register readers for data-set file formats.
+
+    :param register: call it once per `edgetune.data.DatasetReader` instance. A format
+        name registered twice fails start-up naming both plugins.
+    :return: nothing; every plugin's implementation is called.
+
+    Example::
+
+        @edgetune.hookimpl
+        def edgetune_register_dataset_readers(register):
+            register(ParquetReader())
     """

@@ -12,17 +12,20 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
-from edgetune.errors import NotFound, PluginError
+from edgetune.data import DatasetReader
+from edgetune.errors import InvalidArgument, NotFound, PluginError
 from edgetune.plugins import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from edgetune.task import Task
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PLUGINS = ("edgetune.plugins.text_classification",)
+BUILTIN_PLUGINS = ("edgetune.plugins.text_classification", "edgetune.plugins.readers")
 """Modules of the built-in plugins, registered through the same hooks as third-party ones."""
 
 BUILTIN, ENTRY_POINT, MODULE = "builtin", "entry-point", "module"
@@ -55,6 +58,8 @@ class Plugins:
     infos: list[PluginInfo] = field(default_factory=list)
     tasks: dict[str, Task] = field(default_factory=dict)
     task_plugins: dict[str, str] = field(default_factory=dict)
+    readers: dict[str, DatasetReader] = field(default_factory=dict)
+    reader_plugins: dict[str, str] = field(default_factory=dict)
 
     def task(self, name: str) -> Task:
         """The task registered under name; NotFound lists the known ones."""
@@ -63,6 +68,22 @@ class Plugins:
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise NotFound(f"task {name!r} is not registered (known tasks: {known})") from None
+
+    def reader(self, format_name: str = "", filename: str = "") -> DatasetReader:
+        """The reader for a format name, or for a file name's suffix when no name is given."""
+        if format_name:
+            if format_name in self.readers:
+                return self.readers[format_name]
+            known = ", ".join(sorted(self.readers)) or "none"
+            raise InvalidArgument(f"format {format_name!r} has no reader (known: {known})")
+        suffix = Path(filename).suffix.lower()
+        for reader in self.readers.values():
+            if suffix and suffix in reader.suffixes:
+                return reader
+        raise InvalidArgument(
+            f"cannot tell the format of {filename!r}: give a format "
+            f"({', '.join(sorted(self.readers))})"
+        )
 
 
 def build_plugins(
@@ -102,7 +123,15 @@ def build_plugins(
     except pluggy.PluginValidationError as exc:
         name = manager.get_name(exc.plugin)
         raise PluginError(f"plugin {_describe(plugins, name)}: {exc}") from None
-    _collect_tasks(plugins)
+    _collect(plugins, "edgetune_register_tasks", Task, "name", plugins.tasks, plugins.task_plugins)
+    _collect(
+        plugins,
+        "edgetune_register_dataset_readers",
+        DatasetReader,
+        "format",
+        plugins.readers,
+        plugins.reader_plugins,
+    )
     return plugins
 
 
@@ -144,26 +173,33 @@ def _describe(plugins: Plugins, name: str | None) -> str:
     return repr(name)
 
 
-def _collect_tasks(plugins: Plugins) -> None:
-    """Call every edgetune_register_tasks implementation with a register callback that
-    knows which plugin is registering, so clashes name both plugins."""
-    hook = plugins.manager.hook.edgetune_register_tasks
-    for impl in hook.get_hookimpls():
+def _collect(
+    plugins: Plugins,
+    hook_name: str,
+    kind: type[Any],
+    key: str,
+    registry: dict[str, Any],
+    owners: dict[str, str],
+) -> None:
+    """Call every implementation of a registration hook with a `register` callback that
+    knows which plugin is registering, so a clash names both plugins."""
+    noun = kind.__name__
+    for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():
         owner = impl.plugin_name
 
-        def register(task: Task, owner: str = owner) -> None:
-            if not isinstance(task, Task):
+        def register(item: Any, owner: str = owner) -> None:
+            if not isinstance(item, kind):
                 raise PluginError(
-                    f"plugin {_describe(plugins, owner)} registered {task!r}, which is not a Task"
+                    f"plugin {_describe(plugins, owner)} registered {item!r}, which is not a {noun}"
                 )
-            if task.name in plugins.tasks:
-                first = _describe(plugins, plugins.task_plugins[task.name])
+            name = getattr(item, key)
+            if name in registry:
                 raise PluginError(
-                    f"task {task.name!r} is registered twice: by {first}"
-                    f" and by {_describe(plugins, owner)}"
+                    f"{noun} {name!r} is registered twice: by "
+                    f"{_describe(plugins, owners[name])} and by {_describe(plugins, owner)}"
                 )
-            plugins.tasks[task.name] = task
-            plugins.task_plugins[task.name] = owner
+            registry[name] = item
+            owners[name] = owner
 
         kwargs = {"register": register}
         impl.function(*(kwargs[arg] for arg in impl.argnames))

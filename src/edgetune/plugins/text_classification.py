@@ -143,15 +143,23 @@ class TextClassification(Task):
     input_kinds = (Text, TextPair, TokenIds)
     optimum_task = "text-classification"
 
-    def label_set(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Sorted distinct labels; a row without a label is an error naming the row."""
-        found = set()
-        for row, example in enumerate(examples, start=1):
-            label = example.get("label")
-            if label is None or str(label) == "":
-                raise InvalidArgument(f"row {row}: field 'label' is missing")
-            found.add(str(label))
-        return sorted(found)
+    def example_labels(self, example: Mapping[str, Any], row: int) -> list[str]:
+        """`text` (and optional `text_pair`) must be non-empty strings; `label` one value."""
+        _text_field(example, "text", row)
+        if example.get("text_pair") not in (None, ""):
+            _text_field(example, "text_pair", row)
+        label = example.get("label")
+        if label is None or str(label).strip() == "":
+            raise InvalidArgument(f"row {row}: field 'label' is missing")
+        if isinstance(label, list | dict):
+            raise InvalidArgument(f"row {row}: field 'label' must be one value, not a list")
+        return [str(label)]
+
+    def example_input(self, example: Mapping[str, Any]) -> Input:
+        """A Text, or a TextPair when the example has a second text."""
+        if example.get("text_pair"):
+            return TextPair(str(example["text"]), str(example["text_pair"]))
+        return Text(str(example["text"]))
 
     def build_model(self, base: Path, labels: Sequence[str]) -> Any:
         """AutoModelForSequenceClassification with a fresh head when the label set differs."""
@@ -185,31 +193,33 @@ class TextClassification(Task):
         preprocessor: Any,
         labels: Sequence[str],
         max_length: int,
-    ) -> dict[str, list[Any]]:
-        """Tokenized texts (and pairs) with label ids; bad rows raise naming row and field."""
+    ) -> list[dict[str, Any]]:
+        """Tokenized texts (and pairs) with label ids, tokenized in one batch call."""
         index = {label: i for i, label in enumerate(labels)}
-        texts: list[str] = []
-        pairs: list[str] = []
-        label_ids: list[int] = []
+        label_ids = []
         for row, example in enumerate(examples, start=1):
-            texts.append(_text_field(example, "text", row))
-            if "text_pair" in example:
-                pairs.append(_text_field(example, "text_pair", row))
-            label = str(example.get("label", ""))
+            (label,) = self.example_labels(example, row)
             if label not in index:
                 raise InvalidArgument(
                     f"row {row}: label {label!r} is not one of the training labels"
-                    if label
-                    else f"row {row}: field 'label' is missing"
                 )
             label_ids.append(index[label])
-        if pairs and len(pairs) != len(texts):
+        texts = [str(e["text"]) for e in examples]
+        has_pairs = [bool(e.get("text_pair")) for e in examples]
+        if any(has_pairs) and not all(has_pairs):
             raise InvalidArgument("field 'text_pair' must be on every row or on none")
-        features: dict[str, list[Any]] = dict(
-            preprocessor(texts, pairs or None, truncation=True, max_length=max_length)
-        )
-        features["labels"] = label_ids
-        return features
+        pairs = [str(e["text_pair"]) for e in examples] if any(has_pairs) else None
+        encoded = preprocessor(texts, pairs, truncation=True, max_length=max_length)
+        return [
+            {**{key: values[i] for key, values in encoded.items()}, "labels": label_ids[i]}
+            for i in range(len(examples))
+        ]
+
+    def collate(self, preprocessor: Any) -> Any:
+        """Pads each batch to its longest example."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(preprocessor, return_tensors="pt")
 
     def compute_metrics(
         self, logits: Array, label_ids: Array, labels: Sequence[str]

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edgetune.errors import Unavailable
 from edgetune.plugins.manager import Plugins
+from edgetune.server.finetuning import FineTuningServicer
 from edgetune.server.interceptors import ErrorInterceptor
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
 from edgetune.serving.registry import ModelRegistry
@@ -21,7 +22,12 @@ from edgetune.serving.service import InferenceService
 from edgetune.serving.session import physical_cores
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
+from edgetune.training.datasets import DatasetStore
+from edgetune.training.jobs import JobManager
+from edgetune.training.store import JobStore
 from edgetune.v1 import (
+    finetuning_pb2,
+    finetuning_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     models_pb2,
@@ -33,6 +39,7 @@ from edgetune.v1 import (
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
+    finetuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
     server_pb2.DESCRIPTOR.services_by_name["Server"].full_name,
@@ -70,11 +77,14 @@ class RunningServer:
     registry: ModelRegistry
     health: health.aio.HealthServicer
     executor: ThreadPoolExecutor
+    jobs: JobManager
 
     async def stop(self, grace: float) -> None:
-        """Answer health NOT_SERVING, let in-flight calls finish within grace, then stop."""
+        """Answer health NOT_SERVING, let in-flight calls finish within grace, then stop
+        training processes (their jobs resume on the next start)."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.jobs.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -101,6 +111,16 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
     server_pb2_grpc.add_ServerServicer_to_server(
         ServerServicer(plugins, registry, settings), server
     )
+    datasets = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    jobs = JobManager(
+        settings,
+        plugins,
+        repository,
+        registry,
+        datasets,
+        JobStore(settings.jobs_dir / "jobs.db"),
+    )
+    finetuning_pb2_grpc.add_FineTuningServicer_to_server(FineTuningServicer(jobs, datasets), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -111,6 +131,7 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
     except RuntimeError as exc:
         raise Unavailable(f"cannot listen on {address}: {exc}") from None
     await server.start()
+    await jobs.start()
     for name in SERVICE_NAMES:
         await health_servicer.set(name, SERVING)
     log.info(
@@ -119,7 +140,7 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
         port,
         ", ".join(registry.providers),
     )
-    return RunningServer(server, port, registry, health_servicer, executor)
+    return RunningServer(server, port, registry, health_servicer, executor, jobs)
 
 
 async def serve(settings: Settings, plugins: Plugins) -> None:

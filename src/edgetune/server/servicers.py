@@ -121,6 +121,18 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         version = await self.registry.unload(request.name, request.version)
         return models_pb2.UnloadModelResponse(version=str(version.version))
 
+    async def SetAlias(
+        self, request: models_pb2.SetAliasRequest, context: Context
+    ) -> models_pb2.ModelInfo:
+        """Load and warm a version, then point the alias at it."""
+        _require_name(request.name)
+        if not request.alias:
+            raise InvalidArgument("alias is required")
+        if not request.version.isdigit():
+            raise InvalidArgument(f"version {request.version!r} must be a version number")
+        served = await self.registry.promote(request.name, int(request.version), request.alias)
+        return self._info(served.version)
+
 
 class ServerServicer(server_pb2_grpc.ServerServicer):
     """edgetune.v1.Server."""

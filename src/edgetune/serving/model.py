@@ -41,7 +41,7 @@ class ServedModel:
         """Check files, open the session, build the task runtime and warm up (blocking)."""
         started = time.perf_counter()
         if verify:
-            version.manifest.verify_files(version.path)
+            version.manifest.verify_files(version.path, version.manifest.served_files())
         try:
             session = ort.InferenceSession(
                 str(version.path / MODEL_FILE), sess_options=options, providers=providers

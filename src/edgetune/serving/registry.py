@@ -77,6 +77,24 @@ class ModelRegistry:
         await self._notify(version, loaded=False)
         return version
 
+    async def promote(self, name: str, version: int, alias: str = LATEST) -> ServedModel:
+        """Point alias at version without dropping a request.
+
+        Loads and warms the version first, then moves the alias on disk and the route in
+        one step; the version the route pointed at before is unloaded when nothing routes
+        to it any more (requests already running on it finish on it).
+        """
+        target = await asyncio.to_thread(self.repository.get, name, version)
+        served = await self._ensure_loaded(target)
+        await asyncio.to_thread(self.repository.set_alias, name, alias, version)
+        previous = self._routes.get((name, alias))
+        self._routes[(name, alias)] = served
+        if previous is not None and previous is not served:
+            still_routed = any(s is previous for s in self._routes.values())
+            if not still_routed and self._loaded.pop(previous.version.key, None) is not None:
+                await self._notify(previous.version, loaded=False)
+        return served
+
     async def _route(self, route: tuple[str, str]) -> ServedModel:
         version = await asyncio.to_thread(self.repository.resolve, *route)
         served = await self._ensure_loaded(version)

@@ -13,6 +13,8 @@ from edgetune.errors import ModelLoadError
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
+TRAINABLE_DIR = "trainable"
+"""Subfolder with the safetensors weights and tokenizer a version keeps for later fine-tuning."""
 SCHEMA_VERSION = 1
 
 
@@ -48,8 +50,12 @@ class Manifest(BaseModel):
     """sha256 of every file in the version folder, manifest excluded."""
     metrics: dict[str, float] = Field(default_factory=dict)
     """Metrics measured when the version was made."""
+    sizes: dict[str, int] = Field(default_factory=dict)
+    """Size in bytes of every file in the version folder, manifest excluded."""
     task_options: dict[str, Any] = Field(default_factory=dict)
     """Task-specific serving options (max sequence length, thresholds, ...)."""
+    training: dict[str, Any] = Field(default_factory=dict)
+    """How the version was made: job, data set, hyperparameters, accuracy-gate decision."""
     created: str = Field(default_factory=utc_now)
     """Creation time, RFC 3339 UTC."""
 
@@ -71,22 +77,32 @@ class Manifest(BaseModel):
         (folder / MANIFEST_NAME).write_text(self.model_dump_json(indent=2) + "\n")
 
     def record_files(self, folder: Path) -> None:
-        """Fill `files` with the sha256 of every regular file under folder."""
-        self.files = {
-            str(p.relative_to(folder)): sha256_of(p)
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST_NAME
-        }
+        """Fill `files` and `sizes` for every regular file under folder."""
+        paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME]
+        self.files = {str(p.relative_to(folder)): sha256_of(p) for p in paths}
+        self.sizes = {str(p.relative_to(folder)): p.stat().st_size for p in paths}
 
-    def verify_files(self, folder: Path) -> None:
-        """Raise ModelLoadError when a listed file is missing or its sha256 differs."""
+    def served_files(self) -> list[str]:
+        """Files the server reads: model.onnx and the top-level tokenizer / config files
+        (not the fp32 copy or the trainable weights kept for later fine-tuning)."""
+        return [
+            name
+            for name in self.files
+            if "/" not in name and (name == MODEL_FILE or not name.endswith(".onnx"))
+        ]
+
+    def verify_files(self, folder: Path, names: list[str] | None = None) -> None:
+        """Raise ModelLoadError when a listed file (of names; default all) is missing or
+        its sha256 differs."""
         if MODEL_FILE not in self.files:
             raise ModelLoadError(f"{folder}: manifest lists no {MODEL_FILE}")
         root = folder.resolve()
+        names = list(self.files) if names is None else names
         for name in self.files:
             if not (folder / name).resolve().is_relative_to(root):
                 raise ModelLoadError(f"{folder}: manifest file {name!r} points outside the folder")
-        for name, expected in self.files.items():
+        for name in names:
+            expected = self.files[name]
             path = folder / name
             if not path.is_file():
                 raise ModelLoadError(f"{folder}: {name} is missing")

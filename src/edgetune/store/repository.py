@@ -119,12 +119,23 @@ class ModelRepository:
     @contextmanager
     def staging(self) -> Iterator[Path]:
         """A fresh folder to assemble a version in; removed unless it was published."""
-        folder = self.root / _STAGING / uuid.uuid4().hex
+        # The pid in the name lets remove_stale_staging tell abandoned folders apart.
+        folder = self.root / _STAGING / f"{os.getpid()}-{uuid.uuid4().hex}"
         folder.mkdir(parents=True)
         try:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_stale_staging(self) -> None:
+        """Delete staging folders of processes that died mid-export (kill -9, power loss)."""
+        staging = self.root / _STAGING
+        if not staging.is_dir():
+            return
+        for folder in staging.iterdir():
+            pid = folder.name.partition("-")[0]
+            if not pid.isdigit() or not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def publish(
         self, name: str, staged: Path, manifest: Manifest, aliases: tuple[str, ...] = (LATEST,)
@@ -166,3 +177,13 @@ class ModelRepository:
         tmp = folder / f".{alias}.{uuid.uuid4().hex}"
         tmp.write_text(f"{version}\n")
         os.replace(tmp, folder / alias)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

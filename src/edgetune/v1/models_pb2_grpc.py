@@ -56,6 +56,11 @@ class ModelsStub:
                 request_serializer=edgetune_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=edgetune_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
                 _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/edgetune.v1.Models/SetAlias',
+                request_serializer=edgetune_dot_v1_dot_models__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_models__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -93,6 +98,15 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAlias(self, request, context):
+        """Points an alias at a version. Moving "latest" (what requests without a version get)
+        loads and warms the version first, then switches traffic to it without dropping a
+        request; the version it replaces is unloaded once its requests finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +129,11 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=edgetune_dot_v1_dot_models__pb2.UnloadModelRequest.FromString,
                     response_serializer=edgetune_dot_v1_dot_models__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=edgetune_dot_v1_dot_models__pb2.SetAliasRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_models__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +246,33 @@ class Models:
             '/edgetune.v1.Models/UnloadModel',
             edgetune_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
             edgetune_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetune.v1.Models/SetAlias',
+            edgetune_dot_v1_dot_models__pb2.SetAliasRequest.SerializeToString,
+            edgetune_dot_v1_dot_models__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,76 @@
+"""Measure an exported ONNX model through the task's own serving code."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edgetune.serving.session import session_options
+from edgetune.store import Manifest
+from edgetune.task import ModelFiles, Task, TaskRuntime
+
+BATCH = 32
+
+
+def open_model(
+    task: Task, folder: Path, model_file: str, manifest: Manifest
+) -> tuple[ort.InferenceSession, TaskRuntime]:
+    """A CPU session for folder/model_file and the task runtime that feeds it."""
+    session = ort.InferenceSession(
+        str(folder / model_file),
+        sess_options=session_options(0),
+        providers=["CPUExecutionProvider"],
+    )
+    files = ModelFiles(
+        folder,
+        manifest,
+        tuple(i.name for i in session.get_inputs()),
+        tuple(o.name for o in session.get_outputs()),
+    )
+    return session, task.runtime(files)
+
+
+def evaluate(
+    task: Task,
+    folder: Path,
+    model_file: str,
+    manifest: Manifest,
+    examples: Sequence[Mapping[str, Any]],
+    label_ids: Sequence[Any],
+) -> dict[str, float]:
+    """The task's metrics for an ONNX model on labelled examples, encoded as in serving."""
+    session, runtime = open_model(task, folder, model_file, manifest)
+    outputs = []
+    for start in range(0, len(examples), BATCH):
+        inputs = [task.example_input(e) for e in examples[start : start + BATCH]]
+        encoded = runtime.encode(inputs)
+        logits = session.run(None, encoded.feeds)[0]
+        outputs.extend(list(logits))
+    return task.compute_metrics(np.stack(outputs), np.asarray(label_ids), manifest.labels)
+
+
+def latency_ms(
+    task: Task,
+    folder: Path,
+    model_file: str,
+    manifest: Manifest,
+    example: Mapping[str, Any],
+    runs: int = 30,
+) -> float:
+    """Median milliseconds of one single-input request (encode, run, decode)."""
+    session, runtime = open_model(task, folder, model_file, manifest)
+    inputs = [task.example_input(example)]
+    timings = []
+    for i in range(runs + 3):
+        started = time.perf_counter()
+        encoded = runtime.encode(inputs)
+        runtime.decode(session.run(None, encoded.feeds), encoded, 1)
+        if i >= 3:  # the first runs warm caches
+            timings.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(timings), 3)

@@ -1,0 +1,226 @@
+"""edgetune.v1.FineTuning: protobuf in -> job manager / data-set store -> protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgetune.errors import InvalidArgument
+from edgetune.training.datasets import DatasetInfo, DatasetStore
+from edgetune.training.jobs import JobManager
+from edgetune.training.spec import Hyperparameters, JobSpec, JobState
+from edgetune.training.store import Event, Job
+from edgetune.v1 import finetuning_pb2 as pb
+from edgetune.v1 import finetuning_pb2_grpc
+
+Context = Any  # grpc.aio.ServicerContext
+DEFAULT_TASK = "text-classification"
+MAX_PAGE_SIZE = 500
+
+STATES = {state: pb.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState}
+STATES_BACK = {number: state for state, number in STATES.items()}
+
+
+class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
+    """edgetune.v1.FineTuning."""
+
+    def __init__(self, jobs: JobManager, datasets: DatasetStore) -> None:
+        self.jobs = jobs
+        self.datasets = datasets
+
+    async def UploadDataset(
+        self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: Context
+    ) -> pb.Dataset:
+        """Receive the header and chunks, then validate and store the file."""
+        header: pb.DatasetHeader | None = None
+        upload = self.datasets.begin_upload()
+        try:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if header is None:
+                    if part != "header":
+                        raise InvalidArgument("the first UploadDataset message must be a header")
+                    header = message.header
+                elif part == "chunk":
+                    upload.write(message.chunk)
+                else:
+                    raise InvalidArgument("only the first UploadDataset message may be a header")
+        except BaseException:
+            upload.discard()
+            raise
+        if header is None:
+            upload.discard()
+            raise InvalidArgument("no header: the first UploadDataset message must be a header")
+        info = await asyncio.to_thread(
+            self.datasets.finish_upload,
+            upload,
+            header.format,
+            header.filename,
+            header.task or DEFAULT_TASK,
+        )
+        return dataset_to_pb(info)
+
+    async def CreateJob(self, request: pb.CreateJobRequest, context: Context) -> pb.Job:
+        """Validate and queue a job."""
+        spec = await self._spec(request)
+        return job_to_pb(await self.jobs.create(spec))
+
+    async def _spec(self, request: pb.CreateJobRequest) -> JobSpec:
+        task = request.task or DEFAULT_TASK
+        if not request.model_name:
+            raise InvalidArgument("model_name is required")
+        match request.WhichOneof("data"):
+            case "dataset_id":
+                dataset_id = request.dataset_id
+                self.datasets.get(dataset_id)
+            case "examples":
+                rows = [
+                    {
+                        "text": e.text,
+                        "label": e.label,
+                        **({"text_pair": e.text_pair} if e.text_pair else {}),
+                    }
+                    for e in request.examples.examples
+                ]
+                if not rows:
+                    raise InvalidArgument("examples is empty")
+                dataset_id = (await asyncio.to_thread(self.datasets.add_examples, rows, task)).id
+            case _:
+                raise InvalidArgument("dataset_id or examples is required")
+        base = request.WhichOneof("base")
+        if base is None:
+            raise InvalidArgument("base_path or base_model is required")
+        fields: dict[str, Any] = {
+            "task": task,
+            "dataset_id": dataset_id,
+            "model_name": request.model_name,
+            "auto_promote": request.auto_promote,
+            "idempotency_key": request.idempotency_key,
+            "hyperparameters": _hyperparameters(request.hyperparameters),
+        }
+        if base == "base_path":
+            fields["base_path"] = request.base_path
+        else:
+            if not request.base_model.name:
+                raise InvalidArgument("base_model.name is required")
+            fields["base_model"] = request.base_model.name
+            fields["base_version"] = request.base_model.version
+        match request.WhichOneof("validation"):
+            case "validation_dataset_id":
+                self.datasets.get(request.validation_dataset_id)
+                fields["validation_dataset_id"] = request.validation_dataset_id
+            case "validation_split":
+                fields["validation_split"] = request.validation_split
+        return _job_spec(fields)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        """One job."""
+        return job_to_pb(self.jobs.get(request.id))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        """A page of jobs."""
+        if request.page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size {request.page_size} is over the limit of {MAX_PAGE_SIZE}"
+            )
+        states = []
+        for index, number in enumerate(request.states):
+            if number not in STATES_BACK:
+                raise InvalidArgument(f"states[{index}] is not a job state")
+            states.append(STATES_BACK[number])
+        jobs, token = self.jobs.list(states, request.page_size or 50, request.page_token)
+        return pb.ListJobsResponse(jobs=[job_to_pb(job) for job in jobs], next_page_token=token)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+        """Cancel a job and return it once it has stopped."""
+        return job_to_pb(await self.jobs.cancel(request.id))
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: Context
+    ) -> AsyncIterator[pb.JobEvent]:
+        """Stream a job's events until it is final."""
+        async for event in self.jobs.watch(request.id, request.after_sequence):
+            yield event_to_pb(event)
+
+
+def _job_spec(fields: dict[str, Any]) -> JobSpec:
+    try:
+        return JobSpec(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidArgument(f"{where}: {first['msg']}") from None
+
+
+def _hyperparameters(message: pb.Hyperparameters) -> Hyperparameters:
+    """Zero fields take the defaults."""
+    given = {field.name: value for field, value in message.ListFields()}
+    try:
+        return Hyperparameters(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidArgument(f"hyperparameters.{first['loc'][0]}: {first['msg']}") from None
+
+
+def dataset_to_pb(info: DatasetInfo) -> pb.Dataset:
+    """A Dataset message."""
+    return pb.Dataset(
+        id=info.id,
+        sha256=info.sha256,
+        rows=info.rows,
+        label_counts=info.label_counts,
+        format=info.format,
+        size_bytes=info.size_bytes,
+        task=info.task,
+    )
+
+
+def progress_to_pb(progress: dict[str, Any]) -> pb.Progress:
+    """A Progress message from stored progress."""
+    return pb.Progress(**progress)
+
+
+def result_to_pb(result: dict[str, Any]) -> pb.JobResult:
+    """A JobResult message from a stored result."""
+    return pb.JobResult(**result) if result else pb.JobResult()
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    """A Job message."""
+    spec = job.spec
+    return pb.Job(
+        id=job.id,
+        state=STATES[job.state],
+        task=spec.task,
+        model_name=spec.model_name,
+        base_model=spec.base_label,
+        dataset_id=spec.dataset_id,
+        validation_dataset_id=spec.validation_dataset_id,
+        hyperparameters=pb.Hyperparameters(**spec.hyperparameters.model_dump()),
+        progress=progress_to_pb(job.progress),
+        metrics=job.metrics,
+        result=result_to_pb(job.result),
+        error=job.error,
+        auto_promote=spec.auto_promote,
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
+        idempotency_key=spec.idempotency_key,
+    )
+
+
+def event_to_pb(event: Event) -> pb.JobEvent:
+    """A JobEvent message."""
+    data = event.data
+    return pb.JobEvent(
+        sequence=event.seq,
+        time=event.time,
+        state=STATES[event.state],
+        message=event.message,
+        progress=progress_to_pb(data.get("progress", {})),
+        metrics=data.get("metrics", {}),
+        result=result_to_pb(data.get("result", {})),
+    )

@@ -1,0 +1,308 @@
+"""The job manager (in the server): validate and queue jobs, run each in its own process,
+cancel, watch, recover after a restart, and promote results into serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from edgetune.errors import EdgetuneError, FailedPrecondition
+from edgetune.plugins.manager import Plugins
+from edgetune.serving.registry import ModelRegistry
+from edgetune.settings import Settings
+from edgetune.store import ModelRepository
+from edgetune.store.manifest import utc_now
+from edgetune.store.repository import check_name
+from edgetune.training.datasets import DatasetStore
+from edgetune.training.prepare import load_data, resolve_base
+from edgetune.training.spec import ACTIVE_STATES, JobSpec, JobState
+from edgetune.training.store import Event, Job, JobStore
+
+log = logging.getLogger(__name__)
+WATCH_POLL_S = 0.25
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The server's effective settings as EDGETUNE_* variables for a child process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(mode="json").items():
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        env[f"EDGETUNE_{name.upper()}"] = text
+    return env
+
+
+class JobManager:
+    """Jobs of one server: at most `max_concurrent_jobs` training processes at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        plugins: Plugins,
+        repository: ModelRepository,
+        registry: ModelRegistry,
+        datasets: DatasetStore,
+        store: JobStore,
+    ) -> None:
+        self.settings = settings
+        self.plugins = plugins
+        self.repository = repository
+        self.registry = registry
+        self.datasets = datasets
+        self.store = store
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._cancelling: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._kick_lock = asyncio.Lock()
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover jobs a previous server left unfinished, then start queued ones."""
+        self.repository.remove_stale_staging()
+        for job in self.store.in_states([JobState.VALIDATING]):
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                "failed: the server stopped while validating; create the job again",
+                error="the server stopped while validating the job",
+            )
+        for job in self.store.in_states(ACTIVE_STATES):
+            await self._recover(job)
+        await self._kick()
+
+    async def _recover(self, job: Job) -> None:
+        # A training process never outlives its server (PR_SET_PDEATHSIG), so this job
+        # was interrupted.
+        if job.result:
+            await self._finish_promotion(job)
+            return
+        checkpoints = self.store.checkpoints(job.id)
+        where = (
+            f"from the checkpoint of epoch {checkpoints[-1].epoch}"
+            if checkpoints
+            else "from the start (no checkpoint yet)"
+        )
+        if job.attempts < self.settings.max_job_attempts:
+            self.store.transition(
+                job.id,
+                JobState.QUEUED,
+                f"the server stopped while the job was {job.state}; it resumes {where}",
+                allowed_from=ACTIVE_STATES,
+                pid=0,
+            )
+        else:
+            reason = (
+                f"the server stopped while the job was {job.state}, {job.attempts} times; giving up"
+            )
+            self.store.transition(job.id, JobState.FAILED, f"failed: {reason}", error=reason)
+            shutil.rmtree(self.settings.jobs_dir / job.id, ignore_errors=True)
+
+    async def close(self) -> None:
+        """Stop training processes; their jobs resume from a checkpoint on the next start."""
+        self._closing = True
+        for job_id, process in list(self._processes.items()):
+            job = self.store.get(job_id)
+            self.store.transition(
+                job_id,
+                JobState.QUEUED,
+                "the server is shutting down; the job resumes "
+                "from its last checkpoint when it starts again",
+                allowed_from=ACTIVE_STATES,
+                pid=0,
+                attempts=max(job.attempts - 1, 0),
+            )
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        for task in list(self._background):
+            task.cancel()
+        self.store.close()
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def create(self, spec: JobSpec) -> Job:
+        """Validate a job's inputs and queue it; an idempotency key returns the first job."""
+        task = self.plugins.task(spec.task)
+        check_name(spec.model_name, "model_name")
+        job, created = self.store.create(spec, JobState.VALIDATING, "validating the data")
+        if not created:
+            return job
+        try:
+            await asyncio.to_thread(resolve_base, spec, self.repository)
+            train, validation, labels = await asyncio.to_thread(
+                load_data, spec, task, self.datasets
+            )
+        except EdgetuneError as exc:
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                f"failed: {exc.message}",
+                error=exc.message,
+                idempotency_key=None,
+            )
+            raise
+        self.store.transition(
+            job.id,
+            JobState.QUEUED,
+            f"queued: {len(train)} training and {len(validation)} validation examples, "
+            f"{len(labels)} labels",
+            allowed_from=[JobState.VALIDATING],
+        )
+        await self._kick()
+        return self.store.get(job.id)
+
+    def get(self, job_id: str) -> Job:
+        """One job."""
+        return self.store.get(job_id)
+
+    def list(
+        self, states: Sequence[JobState], page_size: int, page_token: str
+    ) -> tuple[list[Job], str]:
+        """A page of jobs, newest first."""
+        return self.store.list_jobs(states, page_size, page_token)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job; a running one is stopped (SIGTERM, then SIGKILL after the grace)."""
+        job = self.store.get(job_id)
+        if job.state.final:
+            raise FailedPrecondition(f"job {job_id!r} already ended: {job.state}")
+        if self.store.transition(
+            job_id,
+            JobState.CANCELLED,
+            "cancelled before training started",
+            allowed_from=[JobState.VALIDATING, JobState.QUEUED],
+        ):
+            return self.store.get(job_id)
+        process = self._processes.get(job_id)
+        if process is not None:
+            self._cancelling.add(job_id)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(process.wait()), self.settings.cancel_grace_s)
+            except TimeoutError:
+                log.warning(
+                    "job %s did not stop within %.1fs; killing it",
+                    job_id,
+                    self.settings.cancel_grace_s,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            # Let the exit handler record the final state.
+            for _ in range(100):
+                if self.store.get(job_id).state.final:
+                    break
+                await asyncio.sleep(0.05)
+        return self.store.get(job_id)
+
+    async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Events after `after`, then new ones until the job is final."""
+        self.store.get(job_id)
+        while True:
+            events = self.store.events(job_id, after)
+            for event in events:
+                yield event
+                after = event.seq
+            if not events and self.store.get(job_id).state.final:
+                return
+            if not events:
+                await asyncio.sleep(WATCH_POLL_S)
+
+    # -- running --------------------------------------------------------------------------
+
+    async def _kick(self) -> None:
+        """Start queued jobs while there are free slots."""
+        if self._closing:
+            return
+        async with self._kick_lock:
+            for job in self.store.in_states([JobState.QUEUED]):
+                if len(self._processes) >= self.settings.max_concurrent_jobs:
+                    break
+                await self._start(job)
+
+    async def _start(self, job: Job) -> None:
+        workdir = self.settings.jobs_dir / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        with (workdir / "worker.log").open("ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "edgetune.training.worker",
+                "--job",
+                job.id,
+                env=settings_env(self.settings),
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        self._processes[job.id] = process
+        self.store.transition(
+            job.id,
+            JobState.RUNNING,
+            f"training process started (pid {process.pid}, attempt {job.attempts + 1})",
+            allowed_from=[JobState.QUEUED],
+            pid=process.pid,
+            attempts=job.attempts + 1,
+            started=job.started or utc_now(),
+        )
+        self._spawn(self._supervise(job.id, process))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _supervise(self, job_id: str, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        self._processes.pop(job_id, None)
+        if self._closing:
+            return
+        job = self.store.get(job_id)
+        if job_id in self._cancelling:
+            self._cancelling.discard(job_id)
+            if self.store.transition(
+                job_id,
+                JobState.CANCELLED,
+                "cancelled; the training process was stopped",
+                allowed_from=ACTIVE_STATES,
+            ):
+                shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+                self.repository.remove_stale_staging()
+        elif job.state in ACTIVE_STATES and job.result and code == 0:
+            await self._finish_promotion(job)
+        elif not job.state.final:
+            reason = (
+                f"the training process exited with code {code}; its log is "
+                f"jobs/{job_id}/worker.log in the server's home"
+            )
+            self.store.transition(job_id, JobState.FAILED, f"failed: {reason}", error=reason)
+            self.repository.remove_stale_staging()
+        await self._kick()
+
+    async def _finish_promotion(self, job: Job) -> None:
+        """Load and warm a job's published version, switch `latest` to it, succeed the job."""
+        result = dict(job.result)
+        name, version = result["model_name"], int(result["version"])
+        try:
+            await self.registry.promote(name, version)
+            result["promoted"] = True
+            message = f"promoted {name} version {version}: it now serves requests for {name}"
+        except EdgetuneError as exc:
+            message = f"published {name} version {version} but could not promote it: {exc.message}"
+        self.store.transition(
+            job.id,
+            JobState.SUCCEEDED,
+            message,
+            allowed_from=ACTIVE_STATES,
+            data={"result": result},
+            result=result,
+        )

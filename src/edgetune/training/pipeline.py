@@ -1,0 +1,230 @@
+"""One job from data to a published model version (runs in the training process)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgetune.errors import FailedPrecondition
+from edgetune.exporters.evaluate import evaluate, latency_ms
+from edgetune.exporters.onnx import export_onnx
+from edgetune.exporters.quantize import quantize_dynamic
+from edgetune.plugins.manager import Plugins
+from edgetune.settings import Settings
+from edgetune.store import Manifest, ModelRepository
+from edgetune.store.manifest import MODEL_FILE
+from edgetune.task import Task
+from edgetune.training.datasets import DatasetStore
+from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, train
+from edgetune.training.prepare import load_data, resolve_base
+from edgetune.training.spec import JobSpec, JobState
+from edgetune.training.store import Checkpoint, Job, JobStore
+
+log = logging.getLogger(__name__)
+
+FP32_FILE = "model.fp32.onnx"
+INT8_FILE = "model.int8.onnx"
+
+
+class StoreReporter(Reporter):
+    """Writes the loop's reports to the job store as events."""
+
+    def __init__(self, store: JobStore, job_id: str, selection_metric: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.metric = selection_metric
+
+    def progress(self, progress: Progress) -> None:
+        data = {
+            "epoch": progress.epoch,
+            "epochs": progress.epochs,
+            "step": progress.step,
+            "total_steps": progress.total_steps,
+            "loss": round(progress.loss, 5),
+            "eta_seconds": round(progress.eta_seconds, 1),
+            "examples_per_second": round(progress.examples_per_second, 2),
+        }
+        message = (
+            f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/"
+            f"{progress.total_steps} loss {progress.loss:.4f}"
+        )
+        self.store.update(self.job_id, message, {"progress": data}, progress=data)
+
+    def evaluated(self, epoch: int, metrics: dict[str, float], best: bool) -> None:
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
+        note = " (best so far)" if best else ""
+        fields: dict[str, Any] = {"metrics": metrics} if best else {}
+        self.store.update(
+            self.job_id,
+            f"epoch {epoch} validation: {summary}{note}",
+            {"metrics": metrics},
+            **fields,
+        )
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
+        self.store.add_checkpoint(self.job_id, checkpoint)
+
+    def checkpoint_removed(self, epoch: int) -> None:
+        self.store.remove_checkpoint(self.job_id, epoch)
+
+
+def run_job(
+    job: Job,
+    settings: Settings,
+    store: JobStore,
+    plugins: Plugins,
+    datasets: DatasetStore,
+    repository: ModelRepository,
+    workdir: Path,
+    cancelled: Callable[[], bool],
+) -> None:
+    """Train, export, quantize, gate and publish; raises Cancelled when cancelled."""
+    spec, hp = job.spec, job.spec.hyperparameters
+    task = plugins.task(spec.task)
+    train_rows, val_rows, labels = load_data(spec, task, datasets)
+    base = resolve_base(spec, repository)
+    preprocessor = task.load_preprocessor(base)
+    checkpoints = store.checkpoints(job.id)
+    last = checkpoints[-1] if checkpoints else None
+    best = max(checkpoints, key=lambda c: c.metrics[task.selection_metric], default=None)
+    if last is not None:
+        store.update(job.id, f"resuming after epoch {last.epoch} from its checkpoint", {})
+    model = task.build_model(last.path if last else base, labels)
+    train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
+    val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
+    store.update(
+        job.id,
+        f"training on {len(train_rows)} examples, validating on "
+        f"{len(val_rows)}; labels: {', '.join(labels)}",
+        {},
+    )
+    outcome: Outcome = train(
+        task,
+        model,
+        task.collate(preprocessor),
+        train_features,
+        val_features,
+        labels,
+        hp,
+        workdir,
+        StoreReporter(store, job.id, task.selection_metric),
+        cancelled,
+        resume=last,
+        best=best,
+    )
+    if cancelled() or not store.transition(
+        job.id,
+        JobState.EXPORTING,
+        f"exporting the best checkpoint (epoch {outcome.best.epoch}) to ONNX",
+        allowed_from=[JobState.RUNNING],
+    ):
+        raise Cancelled
+    val_label_ids = [f["labels"] for f in val_features]
+    result = publish(
+        task,
+        spec,
+        settings,
+        repository,
+        outcome.best,
+        preprocessor,
+        labels,
+        val_rows,
+        val_label_ids,
+        job.id,
+    )
+    if cancelled():
+        raise Cancelled
+    shutil.rmtree(workdir, ignore_errors=True)
+    message = f"published {result['model_name']} version {result['version']} ({result['format']})"
+    if spec.auto_promote:
+        # The server promotes it (load, warm, switch traffic), then marks the job succeeded.
+        store.update(job.id, f"{message}; promoting", {"result": result}, result=result)
+    else:
+        store.transition(
+            job.id,
+            JobState.SUCCEEDED,
+            message,
+            allowed_from=[JobState.EXPORTING],
+            data={"result": result},
+            result=result,
+        )
+
+
+def publish(
+    task: Task,
+    spec: JobSpec,
+    settings: Settings,
+    repository: ModelRepository,
+    best: Checkpoint,
+    preprocessor: Any,
+    labels: list[str],
+    val_rows: Sequence[Mapping[str, Any]],
+    val_label_ids: Sequence[Any],
+    job_id: str,
+) -> dict[str, Any]:
+    """Export the best checkpoint, quantize, gate int8 against fp32, publish a version."""
+    model = task.build_model(best.path, labels)
+    with repository.staging() as staged:
+        export_onnx(task, model, preprocessor, staged)
+        manifest = Manifest(
+            task=task.name,
+            labels=labels,
+            base_model=spec.base_label,
+            format="onnx-fp32",
+            task_options=task.task_options(model, preprocessor),
+            training={
+                "job": job_id,
+                "dataset_id": spec.dataset_id,
+                "validation_dataset_id": spec.validation_dataset_id,
+                "hyperparameters": spec.hyperparameters.model_dump(),
+                "best_epoch": best.epoch,
+            },
+        )
+        fp32 = evaluate(task, staged, MODEL_FILE, manifest, val_rows, val_label_ids)
+        int8: dict[str, float] = {}
+        try:
+            cpu = quantize_dynamic(staged, MODEL_FILE, INT8_FILE)
+            int8 = evaluate(task, staged, INT8_FILE, manifest, val_rows, val_label_ids)
+        except FailedPrecondition as exc:
+            gate = f"not quantized: {exc.message}; published fp32"
+        metric = task.gate_metric
+        if int8:
+            drop = fp32[metric] - int8[metric]
+            verdict = (
+                f"int8 {metric} {int8[metric]:.4f} vs fp32 {fp32[metric]:.4f} "
+                f"(drop {drop * 100:.2f} points, budget {settings.max_accuracy_drop * 100:.2f})"
+            )
+            if drop <= settings.max_accuracy_drop:
+                (staged / MODEL_FILE).rename(staged / FP32_FILE)
+                (staged / INT8_FILE).rename(staged / MODEL_FILE)
+                manifest.format = "onnx-int8"
+                gate = f"{verdict}: published int8 ({cpu})"
+            elif settings.gate_failure == "fail":
+                raise FailedPrecondition(f"accuracy gate: {verdict}")
+            else:
+                (staged / INT8_FILE).unlink()
+                gate = f"{verdict}: over budget, published fp32"
+        latency = latency_ms(task, staged, MODEL_FILE, manifest, val_rows[0])
+        manifest.metrics = {
+            **{f"fp32.{k}": v for k, v in fp32.items()},
+            **{f"int8.{k}": v for k, v in int8.items()},
+            "latency_ms": latency,
+        }
+        manifest.training["gate"] = gate
+        version = repository.publish(spec.model_name, staged, manifest, aliases=())
+    size = (version.path / MODEL_FILE).stat().st_size
+    log.info("published %s:%d: %s", version.name, version.version, gate)
+    return {
+        "model_name": version.name,
+        "version": str(version.version),
+        "format": version.manifest.format,
+        "fp32_metrics": fp32,
+        "int8_metrics": int8,
+        "gate": gate,
+        "size_bytes": size,
+        "latency_ms": latency,
+        "promoted": False,
+    }

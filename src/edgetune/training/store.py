@@ -1,0 +1,318 @@
+"""The job store: jobs, their events and checkpoints as rows in SQLite (WAL).
+
+The server and each training process open their own connection; WAL lets them write
+while the server reads. State changes are conditional updates, so a cancel and a finishing
+worker cannot both win, and every change appends an event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetune.errors import InvalidArgument, NotFound
+from edgetune.store.manifest import utc_now
+from edgetune.training.spec import FINAL_STATES, JobSpec, JobState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    state TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    spec TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '{}',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    result TEXT NOT NULL DEFAULT '{}',
+    error TEXT NOT NULL DEFAULT '',
+    started TEXT NOT NULL DEFAULT '',
+    finished TEXT NOT NULL DEFAULT '',
+    pid INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    seq INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    epoch INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (job_id, epoch)
+);
+"""
+
+
+@dataclass(slots=True)
+class Job:
+    """A job row."""
+
+    id: str
+    state: JobState
+    spec: JobSpec
+    created: str
+    progress: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    started: str = ""
+    finished: str = ""
+    pid: int = 0
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event row; `data` holds progress, metrics or result."""
+
+    job_id: str
+    seq: int
+    time: str
+    state: JobState
+    message: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A saved training checkpoint (a transformers folder with safetensors weights)."""
+
+    epoch: int
+    step: int
+    path: Path
+    metrics: dict[str, float]
+
+
+class JobStore:
+    """SQLite-backed jobs, events and checkpoints."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def create(self, spec: JobSpec, state: JobState, message: str) -> tuple[Job, bool]:
+        """Insert a job, or return the one with the same idempotency key.
+
+        :return: (job, created) — created is False when the key was used before.
+        """
+        with self._write() as db:
+            if spec.idempotency_key:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (spec.idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return _job(row), False
+            job_id = "job_" + uuid.uuid4().hex[:20]
+            db.execute(
+                "INSERT INTO jobs (id, created, state, idempotency_key, spec) VALUES (?,?,?,?,?)",
+                (job_id, utc_now(), state, spec.idempotency_key or None, spec.model_dump_json()),
+            )
+            self._event(db, job_id, state, message, {})
+        return self.get(job_id), True
+
+    def get(self, job_id: str) -> Job:
+        """A job by id; NotFound when there is none."""
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return _job(row)
+
+    def list_jobs(
+        self, states: Iterable[JobState] = (), limit: int = 50, page_token: str = ""
+    ) -> tuple[list[Job], str]:
+        """Jobs newest first, at most limit; returns them and the token of the next page."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        wanted = [str(s) for s in states]
+        if wanted:
+            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
+            params += wanted
+        if page_token:
+            if not page_token.isdigit():
+                raise InvalidArgument("page_token is not valid: pass next_page_token unchanged")
+            clauses.append("rowid < ?")
+            params.append(int(page_token))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT rowid, * FROM jobs {where} ORDER BY rowid DESC LIMIT ?",
+            (*params, limit + 1),
+        ).fetchall()
+        next_token = str(rows[limit - 1]["rowid"]) if len(rows) > limit else ""
+        return [_job(row) for row in rows[:limit]], next_token
+
+    def in_states(self, states: Iterable[JobState]) -> list[Job]:
+        """Every job in the given states, oldest first."""
+        wanted = [str(s) for s in states]
+        rows = self._db.execute(
+            f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(wanted))}) ORDER BY rowid",
+            wanted,
+        ).fetchall()
+        return [_job(row) for row in rows]
+
+    def transition(
+        self,
+        job_id: str,
+        state: JobState,
+        message: str,
+        *,
+        allowed_from: Iterable[JobState] | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move a job to state (only from allowed_from; never out of a final state),
+        update fields, and append an event — all in one transaction.
+
+        :return: False when the job was not in an allowed state (nothing changed).
+        """
+        allowed = [str(s) for s in (allowed_from or JobState) if s not in FINAL_STATES]
+        if state in FINAL_STATES:
+            fields.setdefault("finished", utc_now())
+        columns = {"state": str(state), **{k: _encode(v) for k, v in fields.items()}}
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        with self._write() as db:
+            changed = db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? "
+                f"AND state IN ({','.join('?' * len(allowed))})",
+                (*columns.values(), job_id, *allowed),
+            ).rowcount
+            if changed:
+                self._event(db, job_id, state, message, data or {})
+        return bool(changed)
+
+    def update(self, job_id: str, message: str, data: dict[str, Any], **fields: Any) -> None:
+        """Update fields of a job that is not final and append an event (progress, metrics)."""
+        columns = {k: _encode(v) for k, v in fields.items()}
+        assignments = ", ".join(f"{column} = ?" for column in columns) or "id = id"
+        with self._write() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or JobState(row["state"]) in FINAL_STATES:
+                return
+            db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ?",
+                (*columns.values(), job_id),
+            )
+            self._event(db, job_id, JobState(row["state"]), message, data)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _event(
+        self,
+        db: sqlite3.Connection,
+        job_id: str,
+        state: JobState,
+        message: str,
+        data: dict[str, Any],
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (job_id, seq, time, state, message, data) "
+            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM events WHERE job_id = ?",
+            (job_id, utc_now(), str(state), message, json.dumps(data), job_id),
+        )
+
+    def events(self, job_id: str, after: int = 0) -> list[Event]:
+        """Events of a job with seq > after, in order."""
+        rows = self._db.execute(
+            "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after)
+        ).fetchall()
+        return [
+            Event(
+                r["job_id"],
+                r["seq"],
+                r["time"],
+                JobState(r["state"]),
+                r["message"],
+                json.loads(r["data"]),
+            )
+            for r in rows
+        ]
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def add_checkpoint(self, job_id: str, checkpoint: Checkpoint) -> None:
+        """Record a checkpoint (replacing one of the same epoch)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?)",
+                (
+                    job_id,
+                    checkpoint.epoch,
+                    checkpoint.step,
+                    str(checkpoint.path),
+                    json.dumps(checkpoint.metrics),
+                    utc_now(),
+                ),
+            )
+
+    def remove_checkpoint(self, job_id: str, epoch: int) -> None:
+        """Forget a checkpoint whose folder was deleted."""
+        with self._write() as db:
+            db.execute("DELETE FROM checkpoints WHERE job_id = ? AND epoch = ?", (job_id, epoch))
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """Checkpoints of a job whose folders still exist, by epoch."""
+        rows = self._db.execute(
+            "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY epoch", (job_id,)
+        ).fetchall()
+        found = [
+            Checkpoint(r["epoch"], r["step"], Path(r["path"]), json.loads(r["metrics"]))
+            for r in rows
+        ]
+        return [c for c in found if (c.path / "config.json").is_file()]
+
+
+def _encode(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        state=JobState(row["state"]),
+        spec=JobSpec.model_validate_json(row["spec"]),
+        created=row["created"],
+        progress=json.loads(row["progress"]),
+        metrics=json.loads(row["metrics"]),
+        result=json.loads(row["result"]),
+        error=row["error"],
+        started=row["started"],
+        finished=row["finished"],
+        pid=row["pid"],
+        attempts=row["attempts"],
+    )

@@ -1,0 +1,110 @@
+"""The training process: `python -m edgetune.training.worker --job ID`.
+
+Started by the server's job manager, one process per running job, so training never runs
+on the server's event loop or threads. It reads its job from the job store, trains,
+exports, quantizes, gates and publishes, writing progress and state back to the store.
+SIGTERM cancels it; it dies with the server (PR_SET_PDEATHSIG), and the server then resumes
+or fails the job on its next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import sys
+from typing import Any
+
+from edgetune.errors import EdgetuneError
+from edgetune.plugins.manager import build_plugins
+from edgetune.settings import Settings
+from edgetune.store import ModelRepository
+from edgetune.training.datasets import DatasetStore
+from edgetune.training.loop import Cancelled
+from edgetune.training.pipeline import run_job
+from edgetune.training.spec import JobState
+from edgetune.training.store import JobStore
+
+log = logging.getLogger("edgetune.training.worker")
+PR_SET_PDEATHSIG = 1
+
+
+class CancelFlag:
+    """Set by SIGTERM; polled by the training loop between steps."""
+
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.set = True
+
+    def __call__(self) -> bool:
+        return self.set
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when the server that started it dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the server died before prctl took effect
+            sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job to a final state."""
+    parser = argparse.ArgumentParser(description="edgetune training process")
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    cancel = CancelFlag()
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.nice(settings.train_nice)
+    import torch
+
+    torch.set_num_threads(settings.train_threads or _cores())
+    store = JobStore(settings.jobs_dir / "jobs.db")
+    job = store.get(args.job)
+    workdir = settings.jobs_dir / job.id
+    plugins = build_plugins(settings.plugins, autoload=not settings.disable_plugin_autoload)
+    datasets = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    try:
+        run_job(
+            job,
+            settings,
+            store,
+            plugins,
+            datasets,
+            ModelRepository(settings.models_dir),
+            workdir,
+            cancel,
+        )
+    except Cancelled:
+        shutil.rmtree(workdir, ignore_errors=True)
+        store.transition(job.id, JobState.CANCELLED, "cancelled; partial files removed")
+        return 0
+    except EdgetuneError as exc:
+        store.transition(job.id, JobState.FAILED, f"failed: {exc.message}", error=exc.message)
+        return 1
+    except Exception as exc:
+        log.exception("job %s failed", job.id)
+        reason = f"{type(exc).__name__}: {exc}"
+        store.transition(job.id, JobState.FAILED, f"failed: {reason}", error=reason)
+        return 1
+    return 0
+
+
+def _cores() -> int:
+    from edgetune.serving.session import physical_cores
+
+    return physical_cores()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
