@@ -1,0 +1,203 @@
+"""Fine-tuning over gRPC with a real training process on the tiny BERT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from edgetune.v1 import finetuning_pb2 as pb
+from edgetune.v1 import finetuning_pb2_grpc
+from edgetune.v1 import inference_pb2 as ipb
+from edgetune.v1 import inference_pb2_grpc
+
+POSITIVE = ["good", "great", "fun", "love"]
+NEGATIVE = ["bad", "terrible", "boring", "hate"]
+FILLER = ["the", "movie", "was", "film", "plot", "acting", "this", "it", "very"]
+
+
+def sentiment_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Texts whose label is given by a sentiment word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 else "negative"
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if i % 2 else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def jsonl(rows: list[dict[str, str]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+FAST = pb.Hyperparameters(epochs=2, learning_rate=3e-3, batch_size=8, max_length=16)
+
+
+@pytest.fixture
+def finetuning(channel: aio.Channel) -> finetuning_pb2_grpc.FineTuningStub:
+    return finetuning_pb2_grpc.FineTuningStub(channel)
+
+
+async def upload(stub, data: bytes, filename: str = "train.jsonl", chunk: int = 100) -> pb.Dataset:
+    async def messages():
+        yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=filename))
+        for start in range(0, len(data), chunk):
+            yield pb.UploadDatasetRequest(chunk=data[start : start + chunk])
+
+    return await stub.UploadDataset(messages())
+
+
+async def watch_to_end(stub, job_id: str) -> list[pb.JobEvent]:
+    events = []
+    async for event in stub.WatchJob(pb.WatchJobRequest(id=job_id), timeout=240):
+        events.append(event)
+    return events
+
+
+async def test_upload_train_export_publish_and_serve(finetuning, channel, tiny_bert, settings) -> None:
+    dataset = await upload(finetuning, jsonl(sentiment_rows(80)))
+    assert dataset.rows == 80
+    assert dict(dataset.label_counts) == {"negative": 40, "positive": 40}
+    assert dataset.id.startswith("ds_") and len(dataset.sha256) == 64
+    again = await upload(finetuning, jsonl(sentiment_rows(80)), chunk=7)
+    assert again.id == dataset.id  # content-addressed
+
+    job = await finetuning.CreateJob(pb.CreateJobRequest(
+        base_path=str(tiny_bert), dataset_id=dataset.id, model_name="sentiment",
+        hyperparameters=FAST, idempotency_key="first", auto_promote=True,
+    ))
+    assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+    assert job.hyperparameters.epochs == 2 and job.hyperparameters.weight_decay == pytest.approx(0.01)
+    same = await finetuning.CreateJob(pb.CreateJobRequest(
+        base_path=str(tiny_bert), dataset_id=dataset.id, model_name="sentiment",
+        idempotency_key="first",
+    ))
+    assert same.id == job.id
+
+    events = await watch_to_end(finetuning, job.id)
+    states = [pb.JobState.Name(e.state) for e in events]
+    final = await finetuning.GetJob(pb.GetJobRequest(id=job.id))
+    assert final.state == pb.JOB_STATE_SUCCEEDED, (final.error, [e.message for e in events])
+    for state in ("VALIDATING", "QUEUED", "RUNNING", "EXPORTING", "SUCCEEDED"):
+        assert f"JOB_STATE_{state}" in states
+    assert states[-1] == "JOB_STATE_SUCCEEDED"
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    progress = [e.progress for e in events if e.progress.total_steps]
+    assert progress and progress[-1].step == progress[-1].total_steps == 2 * 8  # 64 train / 8
+    evaluations = [e for e in events if "accuracy" in e.metrics]
+    assert len(evaluations) == 2
+    assert {"accuracy", "precision", "recall", "f1", "f1/positive"} <= set(evaluations[0].metrics)
+
+    result = final.result
+    assert (result.model_name, result.version, result.promoted) == ("sentiment", "1", True)
+    assert result.format in ("onnx-int8", "onnx-fp32") and result.gate
+    assert "accuracy" in result.fp32_metrics and result.latency_ms > 0
+    assert final.started and final.finished
+    assert not (settings.jobs_dir / job.id).exists()  # work folder cleaned up
+
+    reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
+        ipb.ClassifyRequest(model="sentiment", inputs=[ipb.Input(text="great fun")])
+    )
+    assert reply.version == "1"
+    assert {s.label for s in reply.results[0].labels} == {"negative", "positive"}
+
+    listed = await finetuning.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_SUCCEEDED]))
+    assert [j.id for j in listed.jobs] == [job.id]
+
+
+async def test_inline_examples_and_a_repository_base(finetuning, channel, settings) -> None:
+    rows = sentiment_rows(40, seed=1)
+    job = await finetuning.CreateJob(pb.CreateJobRequest(
+        base_model=pb.ModelRef(name="tiny"),  # the seeded repository model keeps its weights
+        examples=pb.Examples(examples=[pb.Example(**r) for r in rows]),
+        validation_split=0.25, model_name="inline", hyperparameters=FAST,
+    ))
+    events = await watch_to_end(finetuning, job.id)
+    final = await finetuning.GetJob(pb.GetJobRequest(id=job.id))
+    assert final.state == pb.JOB_STATE_SUCCEEDED, [e.message for e in events]
+    assert final.base_model == "tiny:latest"
+    assert not final.result.promoted
+    assert any("validating on 10" in e.message for e in events)
+
+
+BAD_FILES = [
+    (b'{"text": "good", "label": "a"}\n{"text": "x", "label": "b"}\nnot json\n', "train.jsonl",
+     "row 3: not valid JSON"),
+    (b'{"text": "good", "label": "a"}\n{"label": "b"}\n', "train.jsonl", "row 2: field 'text' is missing"),
+    (b'{"text": "good", "label": "a"}\n{"text": "   ", "label": "b"}\n', "train.jsonl", "row 2: field 'text' is empty"),
+    (b'{"text": "good", "label": "a"}\n{"text": "ok"}\n', "train.jsonl", "row 2: field 'label' is missing"),
+    (b'{"text": "good", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n', "train.jsonl", "row 2: not valid UTF-8"),
+    (b"text,label\ngood,a\n\xff\xfe,b\n", "train.csv", "row 2: not valid UTF-8"),
+    (b"text,label\ngood,a\nbad,b,extra\n", "train.csv", "row 2: more values than header columns"),
+    (b"", "train.jsonl", "data set is empty"),
+    (b"x" * 5000, "train.jsonl", "over the size limit of 4096 bytes"),
+    (b'{"text": "a", "label": "b"}\n', "train.parquet", "cannot tell the format of 'train.parquet'"),
+]
+
+
+@pytest.mark.parametrize(("data", "filename", "message"), BAD_FILES)
+async def test_bad_uploads_name_the_row(settings, plugins, data, filename, message) -> None:
+    from edgetune.server.app import start_server
+
+    settings.max_dataset_bytes = 4096
+    running = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            with pytest.raises(aio.AioRpcError) as caught:
+                await upload(stub, data, filename)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in caught.value.details()
+        assert not any((settings.datasets_dir / ".incoming").iterdir())  # nothing left behind
+    finally:
+        await running.stop(0)
+
+
+async def test_bad_jobs_are_refused_before_training(finetuning, tiny_bert, tmp_path) -> None:
+    single = await upload(finetuning, jsonl([{"text": "good", "label": "a"}] * 4))
+    good = await upload(finetuning, jsonl(sentiment_rows(20)))
+    odd_validation = await upload(
+        finetuning, jsonl([{"text": "good", "label": "positive"}, {"text": "meh", "label": "neutral"}])
+    )
+    base = str(tiny_bert)
+    cases = [
+        (dict(base_path=base, dataset_id=single.id, model_name="m"),
+         "training data has a single class 'a': at least two are needed"),
+        (dict(base_path=base, dataset_id=good.id, validation_dataset_id=odd_validation.id, model_name="m"),
+         "validation row 2: label 'neutral' does not occur in the training data"),
+        (dict(base_path=base, dataset_id="ds_nope", model_name="m"), "data set 'ds_nope' not found"),
+        (dict(base_path=base, dataset_id=good.id), "model_name is required"),
+        (dict(dataset_id=good.id, model_name="m"), "base_path or base_model is required"),
+        (dict(base_path=str(tmp_path), dataset_id=good.id, model_name="m"), "is not a transformers model folder"),
+        (dict(base_path=base, model_name="m"), "dataset_id or examples is required"),
+        (dict(base_path=base, dataset_id=good.id, model_name="../x"), "model_name '../x' is not valid"),
+        (dict(base_path=base, dataset_id=good.id, model_name="m",
+              hyperparameters=pb.Hyperparameters(learning_rate=5)), "hyperparameters.learning_rate"),
+        (dict(base_path=base, dataset_id=good.id, model_name="m", validation_split=0.9), "validation_split"),
+        (dict(base_path=base, dataset_id=good.id, model_name="m", task="nope"), "task 'nope' is not registered"),
+        (dict(base_model=pb.ModelRef(name="ghost"), dataset_id=good.id, model_name="m"), "model 'ghost' not found"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await finetuning.CreateJob(pb.CreateJobRequest(**fields))
+        assert caught.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), message
+        assert message in caught.value.details()
+
+
+async def test_job_errors(finetuning) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await finetuning.GetJob(pb.GetJobRequest(id="job_missing"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(aio.AioRpcError) as caught:
+        await finetuning.ListJobs(pb.ListJobsRequest(page_token="garbage"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(aio.AioRpcError) as caught:
+        await finetuning.UploadDataset(iter([pb.UploadDatasetRequest(chunk=b"x")]))
+    assert "first UploadDataset message must be a header" in caught.value.details()
