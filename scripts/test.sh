@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check src tests scripts
-.venv/bin/ruff format --check src tests scripts
+.venv/bin/ruff check src tests scripts bench
+.venv/bin/ruff format --check src tests scripts bench
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -115,8 +115,13 @@ def repository(home: Path) -> ModelRepository:
 def settings(home: Path) -> Settings:
     """Settings for an in-process server on a free loopback port."""
     return Settings(
-        home=home, host="127.0.0.1", port=0, max_batch_size=8, max_text_bytes=200,
-        disable_plugin_autoload=True, train_threads=1,
+        home=home,
+        host="127.0.0.1",
+        port=0,
+        max_batch_size=8,
+        max_text_bytes=200,
+        disable_plugin_autoload=True,
+        train_threads=1,
     )
 
 

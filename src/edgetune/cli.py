@@ -1,4 +1,4 @@
-"""The `edgetune` command: serve, import-model, predict, models, plugins."""
+"""The `edgetune` command: serve, import-model, predict, models, plugins, finetune, jobs."""
 
 from __future__ import annotations
 
@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--version", default="", help="version or alias (default latest)")
 
     command("plugins", cmd_plugins, plugins=True)
+    from edgetune.finetune_cli import add_commands
+
+    add_commands(command)
     return parser
 
 

@@ -207,8 +207,14 @@ class Task(ABC):
     ) -> dict[str, float]:
         """Evaluation metrics (accuracy, precision, recall, F1 ...) from model outputs."""
 
-    def task_options(self, model: Any, preprocessor: Any) -> dict[str, Any]:
-        """Serving options stored in the manifest (e.g. max sequence length)."""
+    def task_options(
+        self, model: Any, preprocessor: Any, max_length: int | None = None
+    ) -> dict[str, Any]:
+        """Serving options stored in the manifest.
+
+        :param max_length: the sequence length the model was trained with, so that serving
+            cuts inputs where training did; None for a model imported as it is.
+        """
         return {}
 
     # -- serve: numpy, onnxruntime and tokenizers only --

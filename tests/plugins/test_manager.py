@@ -17,7 +17,10 @@ def test_builtins_are_plugins() -> None:
         ("edgetune.plugins.text_classification", BUILTIN),
         ("edgetune.plugins.readers", BUILTIN),
     ]
-    assert plugins.reader_plugins == {"jsonl": "edgetune.plugins.readers", "csv": "edgetune.plugins.readers"}
+    assert plugins.reader_plugins == {
+        "jsonl": "edgetune.plugins.readers",
+        "csv": "edgetune.plugins.readers",
+    }
     assert plugins.task_plugins == {"text-classification": "edgetune.plugins.text_classification"}
 
 

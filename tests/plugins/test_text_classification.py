@@ -48,6 +48,7 @@ def test_build_model_and_features(tiny_bert: Path) -> None:
     assert 1 in pairs[0]["token_type_ids"]  # the second segment is marked
     options = task.task_options(model, tokenizer)
     assert options == {"max_length": 64, "pad_token": "[PAD]", "pad_token_id": 0}
+    assert task.task_options(model, tokenizer, max_length=16)["max_length"] == 16
 
 
 @pytest.mark.parametrize(

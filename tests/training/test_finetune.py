@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc import aio
 
 from edgetune.v1 import finetuning_pb2 as pb
-from edgetune.v1 import finetuning_pb2_grpc
+from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
-from edgetune.v1 import inference_pb2_grpc
 
 POSITIVE = ["good", "great", "fun", "love"]
 NEGATIVE = ["bad", "terrible", "boring", "hate"]
@@ -27,7 +24,7 @@ def sentiment_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
     rows = []
     for i in range(count):
         label = "positive" if i % 2 else "negative"
-        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if i % 2 else NEGATIVE)]
+        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if i % 2 else NEGATIVE)]
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": label})
     return rows
@@ -61,7 +58,9 @@ async def watch_to_end(stub, job_id: str) -> list[pb.JobEvent]:
     return events
 
 
-async def test_upload_train_export_publish_and_serve(finetuning, channel, tiny_bert, settings) -> None:
+async def test_upload_train_export_publish_and_serve(
+    finetuning, channel, tiny_bert, settings
+) -> None:
     dataset = await upload(finetuning, jsonl(sentiment_rows(80)))
     assert dataset.rows == 80
     assert dict(dataset.label_counts) == {"negative": 40, "positive": 40}
@@ -69,16 +68,28 @@ async def test_upload_train_export_publish_and_serve(finetuning, channel, tiny_b
     again = await upload(finetuning, jsonl(sentiment_rows(80)), chunk=7)
     assert again.id == dataset.id  # content-addressed
 
-    job = await finetuning.CreateJob(pb.CreateJobRequest(
-        base_path=str(tiny_bert), dataset_id=dataset.id, model_name="sentiment",
-        hyperparameters=FAST, idempotency_key="first", auto_promote=True,
-    ))
+    job = await finetuning.CreateJob(
+        pb.CreateJobRequest(
+            base_path=str(tiny_bert),
+            dataset_id=dataset.id,
+            model_name="sentiment",
+            hyperparameters=FAST,
+            idempotency_key="first",
+            auto_promote=True,
+        )
+    )
     assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
-    assert job.hyperparameters.epochs == 2 and job.hyperparameters.weight_decay == pytest.approx(0.01)
-    same = await finetuning.CreateJob(pb.CreateJobRequest(
-        base_path=str(tiny_bert), dataset_id=dataset.id, model_name="sentiment",
-        idempotency_key="first",
-    ))
+    assert job.hyperparameters.epochs == 2 and job.hyperparameters.weight_decay == pytest.approx(
+        0.01
+    )
+    same = await finetuning.CreateJob(
+        pb.CreateJobRequest(
+            base_path=str(tiny_bert),
+            dataset_id=dataset.id,
+            model_name="sentiment",
+            idempotency_key="first",
+        )
+    )
     assert same.id == job.id
 
     events = await watch_to_end(finetuning, job.id)
@@ -99,6 +110,9 @@ async def test_upload_train_export_publish_and_serve(finetuning, channel, tiny_b
     assert (result.model_name, result.version, result.promoted) == ("sentiment", "1", True)
     assert result.format in ("onnx-int8", "onnx-fp32") and result.gate
     assert "accuracy" in result.fp32_metrics and result.latency_ms > 0
+    # The exported model, fed by the serving tokenizer, scores as the best torch checkpoint
+    # did (one of the 16 validation examples may flip on float rounding).
+    assert abs(result.fp32_metrics["accuracy"] - final.metrics["accuracy"]) <= 1 / 16 + 1e-9
     assert final.started and final.finished
     assert not (settings.jobs_dir / job.id).exists()  # work folder cleaned up
 
@@ -114,11 +128,15 @@ async def test_upload_train_export_publish_and_serve(finetuning, channel, tiny_b
 
 async def test_inline_examples_and_a_repository_base(finetuning, channel, settings) -> None:
     rows = sentiment_rows(40, seed=1)
-    job = await finetuning.CreateJob(pb.CreateJobRequest(
-        base_model=pb.ModelRef(name="tiny"),  # the seeded repository model keeps its weights
-        examples=pb.Examples(examples=[pb.Example(**r) for r in rows]),
-        validation_split=0.25, model_name="inline", hyperparameters=FAST,
-    ))
+    job = await finetuning.CreateJob(
+        pb.CreateJobRequest(
+            base_model=pb.ModelRef(name="tiny"),  # the seeded repository model keeps its weights
+            examples=pb.Examples(examples=[pb.Example(**r) for r in rows]),
+            validation_split=0.25,
+            model_name="inline",
+            hyperparameters=FAST,
+        )
+    )
     events = await watch_to_end(finetuning, job.id)
     final = await finetuning.GetJob(pb.GetJobRequest(id=job.id))
     assert final.state == pb.JOB_STATE_SUCCEEDED, [e.message for e in events]
@@ -128,17 +146,40 @@ async def test_inline_examples_and_a_repository_base(finetuning, channel, settin
 
 
 BAD_FILES = [
-    (b'{"text": "good", "label": "a"}\n{"text": "x", "label": "b"}\nnot json\n', "train.jsonl",
-     "row 3: not valid JSON"),
-    (b'{"text": "good", "label": "a"}\n{"label": "b"}\n', "train.jsonl", "row 2: field 'text' is missing"),
-    (b'{"text": "good", "label": "a"}\n{"text": "   ", "label": "b"}\n', "train.jsonl", "row 2: field 'text' is empty"),
-    (b'{"text": "good", "label": "a"}\n{"text": "ok"}\n', "train.jsonl", "row 2: field 'label' is missing"),
-    (b'{"text": "good", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n', "train.jsonl", "row 2: not valid UTF-8"),
+    (
+        b'{"text": "good", "label": "a"}\n{"text": "x", "label": "b"}\nnot json\n',
+        "train.jsonl",
+        "row 3: not valid JSON",
+    ),
+    (
+        b'{"text": "good", "label": "a"}\n{"label": "b"}\n',
+        "train.jsonl",
+        "row 2: field 'text' is missing",
+    ),
+    (
+        b'{"text": "good", "label": "a"}\n{"text": "   ", "label": "b"}\n',
+        "train.jsonl",
+        "row 2: field 'text' is empty",
+    ),
+    (
+        b'{"text": "good", "label": "a"}\n{"text": "ok"}\n',
+        "train.jsonl",
+        "row 2: field 'label' is missing",
+    ),
+    (
+        b'{"text": "good", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n',
+        "train.jsonl",
+        "row 2: not valid UTF-8",
+    ),
     (b"text,label\ngood,a\n\xff\xfe,b\n", "train.csv", "row 2: not valid UTF-8"),
     (b"text,label\ngood,a\nbad,b,extra\n", "train.csv", "row 2: more values than header columns"),
     (b"", "train.jsonl", "data set is empty"),
     (b"x" * 5000, "train.jsonl", "over the size limit of 4096 bytes"),
-    (b'{"text": "a", "label": "b"}\n', "train.parquet", "cannot tell the format of 'train.parquet'"),
+    (
+        b'{"text": "a", "label": "b"}\n',
+        "train.parquet",
+        "cannot tell the format of 'train.parquet'",
+    ),
 ]
 
 
@@ -164,30 +205,68 @@ async def test_bad_jobs_are_refused_before_training(finetuning, tiny_bert, tmp_p
     single = await upload(finetuning, jsonl([{"text": "good", "label": "a"}] * 4))
     good = await upload(finetuning, jsonl(sentiment_rows(20)))
     odd_validation = await upload(
-        finetuning, jsonl([{"text": "good", "label": "positive"}, {"text": "meh", "label": "neutral"}])
+        finetuning,
+        jsonl([{"text": "good", "label": "positive"}, {"text": "meh", "label": "neutral"}]),
     )
     base = str(tiny_bert)
     cases = [
-        (dict(base_path=base, dataset_id=single.id, model_name="m"),
-         "training data has a single class 'a': at least two are needed"),
-        (dict(base_path=base, dataset_id=good.id, validation_dataset_id=odd_validation.id, model_name="m"),
-         "validation row 2: label 'neutral' does not occur in the training data"),
-        (dict(base_path=base, dataset_id="ds_nope", model_name="m"), "data set 'ds_nope' not found"),
+        (
+            dict(base_path=base, dataset_id=single.id, model_name="m"),
+            "training data has a single class 'a': at least two are needed",
+        ),
+        (
+            dict(
+                base_path=base,
+                dataset_id=good.id,
+                validation_dataset_id=odd_validation.id,
+                model_name="m",
+            ),
+            "validation row 2: label 'neutral' does not occur in the training data",
+        ),
+        (
+            dict(base_path=base, dataset_id="ds_nope", model_name="m"),
+            "data set 'ds_nope' not found",
+        ),
         (dict(base_path=base, dataset_id=good.id), "model_name is required"),
         (dict(dataset_id=good.id, model_name="m"), "base_path or base_model is required"),
-        (dict(base_path=str(tmp_path), dataset_id=good.id, model_name="m"), "is not a transformers model folder"),
+        (
+            dict(base_path=str(tmp_path), dataset_id=good.id, model_name="m"),
+            "is not a transformers model folder",
+        ),
         (dict(base_path=base, model_name="m"), "dataset_id or examples is required"),
-        (dict(base_path=base, dataset_id=good.id, model_name="../x"), "model_name '../x' is not valid"),
-        (dict(base_path=base, dataset_id=good.id, model_name="m",
-              hyperparameters=pb.Hyperparameters(learning_rate=5)), "hyperparameters.learning_rate"),
-        (dict(base_path=base, dataset_id=good.id, model_name="m", validation_split=0.9), "validation_split"),
-        (dict(base_path=base, dataset_id=good.id, model_name="m", task="nope"), "task 'nope' is not registered"),
-        (dict(base_model=pb.ModelRef(name="ghost"), dataset_id=good.id, model_name="m"), "model 'ghost' not found"),
+        (
+            dict(base_path=base, dataset_id=good.id, model_name="../x"),
+            "model_name '../x' is not valid",
+        ),
+        (
+            dict(
+                base_path=base,
+                dataset_id=good.id,
+                model_name="m",
+                hyperparameters=pb.Hyperparameters(learning_rate=5),
+            ),
+            "hyperparameters.learning_rate",
+        ),
+        (
+            dict(base_path=base, dataset_id=good.id, model_name="m", validation_split=0.9),
+            "validation_split",
+        ),
+        (
+            dict(base_path=base, dataset_id=good.id, model_name="m", task="nope"),
+            "task 'nope' is not registered",
+        ),
+        (
+            dict(base_model=pb.ModelRef(name="ghost"), dataset_id=good.id, model_name="m"),
+            "model 'ghost' not found",
+        ),
     ]
     for fields, message in cases:
         with pytest.raises(aio.AioRpcError) as caught:
             await finetuning.CreateJob(pb.CreateJobRequest(**fields))
-        assert caught.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), message
+        assert caught.value.code() in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.NOT_FOUND,
+        ), message
         assert message in caught.value.details()
 
 

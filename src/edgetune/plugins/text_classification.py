@@ -227,12 +227,15 @@ class TextClassification(Task):
         """Accuracy, macro precision / recall / F1 and per-label F1."""
         return classification_metrics(np.asarray(logits).argmax(axis=-1), label_ids, labels)
 
-    def task_options(self, model: Any, preprocessor: Any) -> dict[str, Any]:
-        """Max sequence length and pad token, for the serving tokenizer."""
+    def task_options(
+        self, model: Any, preprocessor: Any, max_length: int | None = None
+    ) -> dict[str, Any]:
+        """Max sequence length (the training length, within what the model takes) and the
+        pad token, for the serving tokenizer."""
         limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
         model_max = getattr(preprocessor, "model_max_length", limit) or limit
         return {
-            "max_length": int(min(limit, model_max)),
+            "max_length": int(min(limit, model_max, max_length or limit)),
             "pad_token": str(preprocessor.pad_token),
             "pad_token_id": int(preprocessor.pad_token_id),
         }

@@ -71,16 +71,25 @@ class Outcome:
 def evaluate(
     model: Any, task: Task, loader: DataLoader[Any], labels: Sequence[str]
 ) -> dict[str, float]:
-    """The task's metrics of a torch model on a loader."""
+    """The task's metrics of a torch model on a loader, plus the mean validation "loss"."""
     model.eval()
-    logits, targets = [], []
+    logits, targets, losses = [], [], []
     with torch.inference_mode():
         for batch in loader:
-            target = batch.pop("labels")
-            logits.append(model(**batch).logits.float().numpy())
-            targets.append(target.numpy())
+            output = model(**batch)
+            logits.append(output.logits.float().numpy())
+            targets.append(batch["labels"].numpy())
+            losses.append(float(output.loss) * len(batch["labels"]))
     model.train()
-    return task.compute_metrics(np.concatenate(logits), np.concatenate(targets), labels)
+    metrics = task.compute_metrics(np.concatenate(logits), np.concatenate(targets), labels)
+    metrics["loss"] = sum(losses) / sum(len(t) for t in targets)
+    return metrics
+
+
+def rank(task: Task, metrics: dict[str, float]) -> tuple[float, float]:
+    """Sort key of a checkpoint: the task's selection metric, then (for the ties common on
+    small validation sets) the lower validation loss."""
+    return metrics[task.selection_metric], -metrics.get("loss", 0.0)
 
 
 def train(
@@ -181,9 +190,7 @@ def train(
                 window_loss, window_steps, window_examples = 0.0, 0, 0
                 window_start = last_report = now
         metrics = evaluate(model, task, val_loader, labels)
-        improved = (
-            best is None or metrics[task.selection_metric] > best.metrics[task.selection_metric]
-        )
+        improved = best is None or rank(task, metrics) > rank(task, best.metrics)
         path = workdir / "checkpoints" / f"epoch-{epoch}"
         model.save_pretrained(path, safe_serialization=True)
         checkpoint = Checkpoint(epoch, step, path, metrics)

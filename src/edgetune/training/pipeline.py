@@ -18,7 +18,7 @@ from edgetune.store import Manifest, ModelRepository
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.datasets import DatasetStore
-from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, train
+from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.spec import JobSpec, JobState
 from edgetune.training.store import Checkpoint, Job, JobStore
@@ -89,7 +89,7 @@ def run_job(
     preprocessor = task.load_preprocessor(base)
     checkpoints = store.checkpoints(job.id)
     last = checkpoints[-1] if checkpoints else None
-    best = max(checkpoints, key=lambda c: c.metrics[task.selection_metric], default=None)
+    best = max(checkpoints, key=lambda c: rank(task, c.metrics), default=None)
     if last is not None:
         store.update(job.id, f"resuming after epoch {last.epoch} from its checkpoint", {})
     model = task.build_model(last.path if last else base, labels)
@@ -174,7 +174,7 @@ def publish(
             labels=labels,
             base_model=spec.base_label,
             format="onnx-fp32",
-            task_options=task.task_options(model, preprocessor),
+            task_options=task.task_options(model, preprocessor, spec.hyperparameters.max_length),
             training={
                 "job": job_id,
                 "dataset_id": spec.dataset_id,

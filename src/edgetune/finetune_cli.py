@@ -1,0 +1,228 @@
+"""`edgetune finetune` and `edgetune jobs`: gRPC clients for the FineTuning service, with a
+live progress bar and a final metrics table."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgetune.errors import InvalidArgument
+from edgetune.v1 import finetuning_pb2 as pb
+from edgetune.v1 import finetuning_pb2_grpc
+
+CHUNK = 1 << 20
+FINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+console = Console(highlight=False)
+
+
+def state_name(state: int) -> str:
+    """ "running" for JOB_STATE_RUNNING."""
+    return str(pb.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
+
+
+def upload(stub: finetuning_pb2_grpc.FineTuningStub, path: Path, timeout: float) -> pb.Dataset:
+    """Stream a data-set file to the server in 1 MiB chunks."""
+    if not path.is_file():
+        raise InvalidArgument(f"{path}: no such file")
+
+    def messages() -> Iterator[pb.UploadDatasetRequest]:
+        yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=path.name))
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield pb.UploadDatasetRequest(chunk=chunk)
+
+    dataset: pb.Dataset = stub.UploadDataset(messages(), timeout=timeout)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(dataset.label_counts.items()))
+    console.print(f"uploaded {path.name}: {dataset.rows} rows ({counts}) as {dataset.id}")
+    return dataset
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Upload data, start a fine-tuning job and follow it to the end."""
+    hyper = pb.Hyperparameters(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        early_stopping_patience=args.patience,
+    )
+    with grpc.insecure_channel(args.address) as channel:
+        stub = finetuning_pb2_grpc.FineTuningStub(channel)
+        request = pb.CreateJobRequest(
+            task=args.task,
+            model_name=args.name,
+            hyperparameters=hyper,
+            auto_promote=not args.no_promote,
+            idempotency_key=args.idempotency_key,
+            dataset_id=upload(stub, Path(args.data), args.timeout).id,
+        )
+        if args.base_model:
+            name, _, version = args.base_model.partition(":")
+            request.base_model.CopyFrom(pb.ModelRef(name=name, version=version))
+        else:
+            request.base_path = str(Path(args.base).resolve())
+        if args.validation:
+            request.validation_dataset_id = upload(stub, Path(args.validation), args.timeout).id
+        elif args.validation_split:
+            request.validation_split = args.validation_split
+        job = stub.CreateJob(request, timeout=args.timeout)
+        console.print(f"job {job.id}: {state_name(job.state)}")
+        if args.detach:
+            return 0
+        return follow(stub, job.id)
+
+
+def follow(stub: finetuning_pb2_grpc.FineTuningStub, job_id: str) -> int:
+    """Print a job's events with a live progress bar; 0 when it succeeded."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("waiting", total=None, loss="-")
+        for event in stub.WatchJob(pb.WatchJobRequest(id=job_id)):
+            if event.progress.total_steps:
+                p = event.progress
+                bar.update(
+                    task,
+                    total=p.total_steps,
+                    completed=p.step,
+                    loss=f"{p.loss:.4f}",
+                    description=f"epoch {p.epoch}/{p.epochs}",
+                )
+            else:
+                bar.console.print(
+                    f"[dim]{event.time}[/dim] {state_name(event.state):10} {event.message}"
+                )
+    job = stub.GetJob(pb.GetJobRequest(id=job_id))
+    show(job)
+    return 0 if job.state == pb.JOB_STATE_SUCCEEDED else 1
+
+
+def show(job: pb.Job) -> None:
+    """A job's summary and, when it published a model, its metrics table."""
+    console.print(
+        f"job {job.id}: {state_name(job.state)}  model {job.model_name}  base {job.base_model}"
+    )
+    if job.error:
+        console.print(f"[red]error:[/red] {job.error}")
+    result = job.result
+    if not result.version:
+        return
+    table = Table(title=f"{result.model_name} version {result.version} ({result.format})")
+    table.add_column("metric")
+    table.add_column("fp32", justify="right")
+    table.add_column("int8", justify="right")
+    for name in sorted(result.fp32_metrics):
+        int8 = result.int8_metrics.get(name)
+        table.add_row(
+            name, f"{result.fp32_metrics[name]:.4f}", "-" if int8 is None else f"{int8:.4f}"
+        )
+    console.print(table)
+    console.print(f"gate: {result.gate}")
+    console.print(
+        f"model.onnx {result.size_bytes / 1e6:.1f} MB, single-input latency "
+        f"{result.latency_ms:.2f} ms, promoted: {'yes' if result.promoted else 'no'}"
+    )
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """List, show, watch or cancel fine-tuning jobs."""
+    with grpc.insecure_channel(args.address) as channel:
+        stub = finetuning_pb2_grpc.FineTuningStub(channel)
+        if args.action == "list":
+            states = [pb.JobState.Value(f"JOB_STATE_{s.upper()}") for s in args.state]
+            reply = stub.ListJobs(
+                pb.ListJobsRequest(states=states, page_size=args.limit), timeout=args.timeout
+            )
+            console.print(f"{'JOB':26} {'STATE':10} {'MODEL':20} {'VERSION':>7}  CREATED")
+            for job in reply.jobs:
+                console.print(
+                    f"{job.id:26} {state_name(job.state):10} {job.model_name:20} "
+                    f"{job.result.version or '-':>7}  {job.created}"
+                )
+            return 0
+        if not args.id:
+            raise InvalidArgument(f"jobs {args.action} needs a job id")
+        if args.action == "show":
+            show(stub.GetJob(pb.GetJobRequest(id=args.id), timeout=args.timeout))
+        elif args.action == "watch":
+            return follow(stub, args.id)
+        else:
+            job = stub.CancelJob(pb.CancelJobRequest(id=args.id), timeout=args.timeout)
+            console.print(f"job {job.id}: {state_name(job.state)}")
+    return 0
+
+
+def add_commands(command: Any) -> None:
+    """Add `finetune` and `jobs` through the main parser's `command` helper."""
+    finetune = command("finetune", cmd_finetune, client=True)
+    base = finetune.add_mutually_exclusive_group(required=True)
+    base.add_argument("--base", help="transformers model folder (on the server's machine)")
+    base.add_argument(
+        "--base-model",
+        dest="base_model",
+        metavar="NAME[:VERSION]",
+        help="a repository model to continue from",
+    )
+    finetune.add_argument("--data", required=True, help="training data (.jsonl or .csv)")
+    finetune.add_argument("--name", required=True, help="model name to publish under")
+    finetune.add_argument("--task", default="", help="task (default text-classification)")
+    finetune.add_argument("--validation", help="separate validation data file")
+    finetune.add_argument(
+        "--validation-split",
+        dest="validation_split",
+        type=float,
+        default=0.0,
+        help="held-out fraction of the data (default 0.2)",
+    )
+    for flag, kind, default in (
+        ("epochs", int, 0),
+        ("learning-rate", float, 0.0),
+        ("batch-size", int, 0),
+        ("max-length", int, 0),
+        ("warmup-ratio", float, 0.0),
+        ("weight-decay", float, 0.0),
+        ("seed", int, 0),
+        ("patience", int, 0),
+    ):
+        finetune.add_argument(
+            f"--{flag}",
+            dest=flag.replace("-", "_"),
+            type=kind,
+            default=default,
+            help="0: the server's default",
+        )
+    finetune.add_argument(
+        "--no-promote",
+        dest="no_promote",
+        action="store_true",
+        help="publish the version without switching traffic to it",
+    )
+    finetune.add_argument("--idempotency-key", dest="idempotency_key", default="")
+    finetune.add_argument("--detach", action="store_true", help="start the job and return")
+
+    jobs = command("jobs", cmd_jobs, client=True)
+    jobs.add_argument("action", choices=["list", "show", "watch", "cancel"])
+    jobs.add_argument("id", nargs="?", help="job id (show, watch, cancel)")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[state_name(s) for s in pb.JobState.values() if s],
+        help="only jobs in this state (repeatable)",
+    )
+    jobs.add_argument("--limit", type=int, default=50)
