@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
 
+from edgetune.client import wait_until_serving
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
 
@@ -92,15 +92,8 @@ def main() -> None:
             env=env,
         )
         try:
+            wait_until_serving(f"127.0.0.1:{port}", timeout=120, process=server)
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                for _ in range(300):
-                    try:
-                        health_pb2_grpc.HealthStub(channel).Check(
-                            health_pb2.HealthCheckRequest(), timeout=1
-                        )
-                        break
-                    except grpc.RpcError:
-                        time.sleep(0.2)
                 stub = inference_pb2_grpc.InferenceStub(channel)
                 measure(stub, text, 20)  # load and warm
                 idle = measure(stub, text, args.requests)

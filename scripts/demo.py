@@ -19,11 +19,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bbc
 
+from edgetune.client import wait_until_serving
 from edgetune.exporters.evaluate import evaluate
 from edgetune.plugins.metrics import classification_metrics
 from edgetune.plugins.text_classification import TextClassification
@@ -44,21 +44,6 @@ def minilm_folder() -> Path:
     if digest != MINILM_SHA256:
         raise SystemExit(f"{folder}/model.safetensors: sha256 {digest} is not the expected one")
     return folder
-
-
-def wait_until_serving(address: str, server: subprocess.Popen[bytes]) -> None:
-    """Poll grpc.health.v1 until the server answers SERVING."""
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            if server.poll() is not None:
-                raise SystemExit("edgetune serve exited; see its output above")
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return
-            except grpc.RpcError:
-                time.sleep(0.2)
-    raise SystemExit(f"edgetune serve did not become healthy on {address}")
 
 
 def fine_tune(address: str, home: Path, train: list[dict[str, str]]) -> None:
@@ -175,7 +160,7 @@ def main() -> None:
         [sys.executable, "-m", "edgetune", "serve", "--port", args.port, "--log-level", "WARNING"]
     )
     try:
-        wait_until_serving(address, server)
+        wait_until_serving(address, timeout=120, process=server)
         if ModelRepository(home / "models").versions(MODEL):
             print(f"{MODEL} is already trained in {home}: reusing it", flush=True)
         else:

@@ -17,6 +17,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_finetune import FAST, jsonl, sentiment_rows, upload, watch_to_end
 
+from edgetune.client import wait_until_serving
 from edgetune.training.spec import JobState
 from edgetune.training.store import JobStore
 from edgetune.v1 import finetuning_pb2 as pb
@@ -96,6 +97,30 @@ async def test_queued_jobs_wait_for_a_slot_and_can_be_cancelled(finetuning, tiny
     await finetuning.CancelJob(pb.CancelJobRequest(id=first.id))
 
 
+async def test_graceful_shutdown_requeues_a_running_job(settings, plugins, tiny_bert) -> None:
+    from edgetune.server.app import start_server as start_in_process
+
+    running = await start_in_process(settings, plugins)
+    async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = finetuning_pb2_grpc.FineTuningStub(channel)
+        dataset = await upload(stub, jsonl(sentiment_rows(200)))
+        job = await stub.CreateJob(
+            pb.CreateJobRequest(
+                base_path=str(tiny_bert),
+                dataset_id=dataset.id,
+                model_name="later",
+                hyperparameters=SLOW,
+            )
+        )
+        await wait_for_event(stub, job.id, "epoch 1 validation")
+    pid = JobStore(settings.jobs_dir / "jobs.db").get(job.id).pid
+    await running.stop(1)
+    assert not alive(pid)
+    stored = JobStore(settings.jobs_dir / "jobs.db").get(job.id)
+    assert stored.state == JobState.QUEUED and stored.attempts == 0
+    assert (settings.jobs_dir / job.id / "checkpoints").is_dir()  # kept for the resume
+
+
 async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
     stub = inference_pb2_grpc.InferenceStub(channel)
     request = ipb.ClassifyRequest(
@@ -147,17 +172,8 @@ def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        for _ in range(300):
-            try:
-                health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-                return proc
-            except grpc.RpcError:
-                assert proc.poll() is None, "server exited"
-                time.sleep(0.2)
-    raise AssertionError("server did not start")
+    wait_until_serving(f"127.0.0.1:{port}", timeout=60, process=proc)
+    return proc
 
 
 def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
@@ -220,6 +236,12 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
             ]
         ), "epoch 1 trained twice"
         assert final.result.version == "1"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = inference_pb2_grpc.InferenceStub(channel).Classify(
+                ipb.ClassifyRequest(model="survivor", inputs=[ipb.Input(text="great fun")])
+            )
+        assert reply.version == "1"
+        assert {s.label for s in reply.results[0].labels} == {"negative", "positive"}
     finally:
         server.kill()
         server.wait()
