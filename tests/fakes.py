@@ -1,7 +1,9 @@
-"""Fake third-party plugin distributions, installed the way pip would lay them out."""
+"""Test data and fake third-party plugin distributions (laid out the way pip would)."""
 
 from __future__ import annotations
 
+import json
+import random
 import textwrap
 from pathlib import Path
 
@@ -32,3 +34,24 @@ def install_distribution(
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
     (info / "entry_points.txt").write_text(f"[edgetune]\n{lines}\n")
+
+
+POSITIVE = ["good", "great", "fun", "love"]
+NEGATIVE = ["bad", "terrible", "boring", "hate"]
+FILLER = ["the", "movie", "was", "film", "plot", "acting", "this", "it", "very"]
+
+
+def sentiment_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Texts whose label is given by a sentiment word among filler words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 else "negative"
+        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if i % 2 else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def jsonl(rows: list[dict[str, str]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import sentiment_rows
 
 from edgetune.client import wait_until_serving
 
@@ -105,6 +106,59 @@ def test_import_serve_predict_and_models(env, served, tiny_bert) -> None:
     missing = run("predict", "--address", address, "--model", "nope", "x", env=env)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: NOT_FOUND: model 'nope' not found"
+
+
+def test_finetune_and_jobs_commands(env, served, tiny_bert, tmp_path) -> None:
+    address, _ = served
+    data = tmp_path / "train.csv"
+    data.write_text(
+        "text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in sentiment_rows(40))
+    )
+    tuned = run(
+        "finetune",
+        "--address",
+        address,
+        "--base",
+        str(tiny_bert),
+        "--data",
+        str(data),
+        "--name",
+        "cli-model",
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "0.003",
+        "--max-length",
+        "16",
+        env=env,
+    )
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    assert "uploaded train.csv: 40 rows (negative 20, positive 20)" in tuned.stdout
+    assert "succeeded" in tuned.stdout and "cli-model version 1" in tuned.stdout
+    assert "accuracy" in tuned.stdout and "confusion matrix" in tuned.stdout
+    assert "promoted: yes" in tuned.stdout
+    job_id = tuned.stdout.split("job ", 1)[1].split(":", 1)[0]
+
+    listed = run("jobs", "list", "--address", address, "--state", "succeeded", env=env)
+    assert job_id in listed.stdout and "cli-model" in listed.stdout
+    shown = run("jobs", "show", job_id, "--address", address, env=env)
+    assert f"job {job_id}: succeeded" in shown.stdout
+    cancelled = run("jobs", "cancel", job_id, "--address", address, env=env)
+    assert cancelled.returncode == 1
+    assert f"FAILED_PRECONDITION: job '{job_id}' already ended: succeeded" in cancelled.stderr
+    bad = run(
+        "finetune",
+        "--address",
+        address,
+        "--base",
+        str(tiny_bert),
+        "--data",
+        str(tmp_path / "missing.csv"),
+        "--name",
+        "x",
+        env=env,
+    )
+    assert bad.returncode == 2 and "missing.csv: no such file" in bad.stderr
 
 
 def test_sigterm_stops_the_server_cleanly(served) -> None:

@@ -58,7 +58,12 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     task = _plugins(settings).task(args.task)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
     version = import_model(
-        ModelRepository(settings.models_dir), task, args.name, Path(args.source), labels
+        ModelRepository(settings.models_dir),
+        task,
+        args.name,
+        Path(args.source),
+        labels,
+        max_length=args.max_length,
     )
     print(
         f"imported {version.name} version {version.version} ({task.name}, "
@@ -198,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help="model name in the repository")
     imp.add_argument("--task", default="text-classification", help="task (default %(default)s)")
     imp.add_argument("--labels", help="comma-separated labels (default: the folder's id2label)")
+    imp.add_argument(
+        "--max-length",
+        dest="max_length",
+        type=int,
+        help="tokens per input when serving (default: what the model takes)",
+    )
     imp.add_argument("source", metavar="SRC_DIR", help="local transformers model folder")
 
     predict = command("predict", cmd_predict, client=True)

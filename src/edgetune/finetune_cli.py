@@ -4,7 +4,7 @@ live progress bar and a final metrics table."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +127,41 @@ def show(job: pb.Job) -> None:
     table.add_column("fp32", justify="right")
     table.add_column("int8", justify="right")
     for name in sorted(result.fp32_metrics):
+        if name.startswith("confusion/"):
+            continue
         int8 = result.int8_metrics.get(name)
         table.add_row(
             name, f"{result.fp32_metrics[name]:.4f}", "-" if int8 is None else f"{int8:.4f}"
         )
     console.print(table)
+    served = result.int8_metrics if result.format == "onnx-int8" else result.fp32_metrics
+    confusion = confusion_table(served)
+    if confusion is not None:
+        console.print(confusion)
     console.print(f"gate: {result.gate}")
     console.print(
         f"model.onnx {result.size_bytes / 1e6:.1f} MB, single-input latency "
         f"{result.latency_ms:.2f} ms, promoted: {'yes' if result.promoted else 'no'}"
     )
+
+
+def confusion_table(metrics: Mapping[str, float]) -> Table | None:
+    """The confusion matrix in "confusion/<actual>/<predicted>" metrics, as a table."""
+    cells = {}
+    for name, count in metrics.items():
+        if name.startswith("confusion/"):
+            actual, _, predicted = name.removeprefix("confusion/").partition("/")
+            cells[actual, predicted] = int(count)
+    if not cells:
+        return None
+    labels = sorted({actual for actual, _ in cells})
+    table = Table(title="validation confusion matrix (rows: actual, columns: predicted)")
+    table.add_column("")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for actual in labels:
+        table.add_row(actual, *(str(cells.get((actual, p), 0)) for p in labels))
+    return table
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

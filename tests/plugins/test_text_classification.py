@@ -88,6 +88,9 @@ def test_metrics_match_hand_computed_values() -> None:
     f1 = [2 * (2 / 3) / (1 + 2 / 3), 0.5, 2 * 0.5 / 1.5]
     assert metrics["f1"] == pytest.approx(sum(f1) / 3)
     assert metrics["f1/c"] == pytest.approx(f1[2])
+    assert metrics["confusion/a/b"] == 1 and metrics["confusion/a/a"] == 2
+    assert metrics["confusion/b/c"] == 1 and metrics["confusion/c/a"] == 0
+    assert sum(v for k, v in metrics.items() if k.startswith("confusion/")) == 6
 
 
 def test_compute_metrics_takes_logits_and_handles_absent_labels() -> None:

@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import random
-
 import grpc
 import pytest
+from fakes import jsonl, sentiment_rows
 from grpc import aio
 
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
-
-POSITIVE = ["good", "great", "fun", "love"]
-NEGATIVE = ["bad", "terrible", "boring", "hate"]
-FILLER = ["the", "movie", "was", "film", "plot", "acting", "this", "it", "very"]
-
-
-def sentiment_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
-    """Texts whose label is given by a sentiment word among filler words."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(count):
-        label = "positive" if i % 2 else "negative"
-        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if i % 2 else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
-def jsonl(rows: list[dict[str, str]]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
 
 FAST = pb.Hyperparameters(epochs=2, learning_rate=3e-3, batch_size=8, max_length=16)
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fakes import jsonl, sentiment_rows
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_finetune import FAST, jsonl, sentiment_rows, upload, watch_to_end
+from test_finetune import FAST, upload, watch_to_end
 
 from edgetune.client import wait_until_serving
 from edgetune.training.spec import JobState

@@ -61,10 +61,12 @@ def import_model(
     source: Path,
     labels: Sequence[str] = (),
     aliases: tuple[str, ...] = ("latest",),
+    max_length: int | None = None,
 ) -> ModelVersion:
     """Build task's model from a local transformers folder, export it to ONNX and publish it.
 
     :param labels: label names; when empty they come from the folder's config.json id2label.
+    :param max_length: tokens per input when serving; default: what the model takes.
     :raises InvalidArgument: the folder is not a model folder or no labels are known.
     """
     if not source.is_dir():
@@ -86,6 +88,6 @@ def import_model(
             labels=labels,
             base_model=str(source.resolve()),
             format="onnx-fp32",
-            task_options=task.task_options(model, preprocessor),
+            task_options=task.task_options(model, preprocessor, max_length),
         )
         return repository.publish(name, staged, manifest, aliases)

@@ -21,7 +21,8 @@ def confusion_matrix(
 def classification_metrics(
     predicted: npt.NDArray[Any], actual: npt.NDArray[Any], labels: Sequence[str]
 ) -> dict[str, float]:
-    """Accuracy, macro-averaged precision, recall and F1, and F1 per label ("f1/<label>").
+    """Accuracy, macro-averaged precision, recall and F1, F1 per label ("f1/<label>") and
+    the confusion matrix ("confusion/<actual>/<predicted>": count).
 
     A label never predicted has precision 0; one never present has recall 0 (as scikit-learn
     with zero_division=0).
@@ -42,4 +43,11 @@ def classification_metrics(
         "f1": float(f1.mean()),
     }
     metrics.update({f"f1/{label}": float(f1[i]) for i, label in enumerate(labels)})
+    metrics.update(
+        {
+            f"confusion/{actual_label}/{predicted_label}": float(matrix[i, j])
+            for i, actual_label in enumerate(labels)
+            for j, predicted_label in enumerate(labels)
+        }
+    )
     return metrics

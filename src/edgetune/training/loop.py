@@ -136,7 +136,8 @@ def train(
             "weight_decay": 0.0,
         },
     ]
-    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate)
+    # The fused kernel (CPU and CUDA), as transformers.Trainer uses by default with torch 2.8+.
+    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, fused=True)
     total_steps = hp.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
         optimizer, math.ceil(hp.warmup_ratio * total_steps), total_steps
