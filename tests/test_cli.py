@@ -179,6 +179,7 @@ def test_plugins_command(env) -> None:
     result = run("plugins", env=env)
     assert "edgetune.plugins.text_classification  (built-in" in result.stdout
     assert "task text-classification" in result.stdout
+    assert "data-set reader jsonl (.jsonl, .ndjson, .json)" in result.stdout
 
 
 def test_serving_never_imports_torch(env) -> None:

@@ -148,13 +148,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List plugins, where each came from, and the tasks they register."""
+    """List plugins, where each came from, and the tasks and readers they register."""
     plugins = _plugins(_settings(args))
     for info in plugins.infos:
         print(f"{info.name}  ({info.describe()}; module {info.module})")
         for name, owner in sorted(plugins.task_plugins.items()):
             if owner == info.name:
                 print(f"    task {name}: {plugins.tasks[name].description}")
+        for name, owner in sorted(plugins.reader_plugins.items()):
+            if owner == info.name:
+                suffixes = ", ".join(plugins.readers[name].suffixes)
+                print(f"    data-set reader {name} ({suffixes})")
     return 0
 
 

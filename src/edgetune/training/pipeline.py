@@ -32,10 +32,9 @@ INT8_FILE = "model.int8.onnx"
 class StoreReporter(Reporter):
     """Writes the loop's reports to the job store as events."""
 
-    def __init__(self, store: JobStore, job_id: str, selection_metric: str) -> None:
+    def __init__(self, store: JobStore, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
-        self.metric = selection_metric
 
     def progress(self, progress: Progress) -> None:
         data = {
@@ -110,7 +109,7 @@ def run_job(
         labels,
         hp,
         workdir,
-        StoreReporter(store, job.id, task.selection_metric),
+        StoreReporter(store, job.id),
         cancelled,
         resume=last,
         best=best,
