@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then lint, type-check and run the test suite.
+# Set up .venv and the third-party clients if needed, then lint, type-check and run the
+# test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/setup-clients.sh
 .venv/bin/ruff check src tests scripts bench
 .venv/bin/ruff format --check src tests scripts bench
 .venv/bin/mypy

@@ -48,6 +48,7 @@ async def test_reflection_lists_every_service(channel) -> None:
         "edgetune.v1.Server",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "inference.GRPCInferenceService",
     }
 
 

@@ -13,9 +13,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from edgetune.errors import Unavailable
+from edgetune.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from edgetune.plugins.manager import Plugins
 from edgetune.server.finetuning import FineTuningServicer
 from edgetune.server.interceptors import ErrorInterceptor
+from edgetune.server.kserve import KServeServicer, ServerState
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
@@ -39,6 +41,7 @@ from edgetune.v1 import (
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
+    grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     finetuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
@@ -78,10 +81,12 @@ class RunningServer:
     health: health.aio.HealthServicer
     executor: ThreadPoolExecutor
     jobs: JobManager
+    state: ServerState
 
     async def stop(self, grace: float) -> None:
         """Answer health NOT_SERVING, let in-flight calls finish within grace, then stop
         training processes (their jobs resume on the next start)."""
+        self.state.draining = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.jobs.close()
@@ -104,8 +109,11 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    inference_pb2_grpc.add_InferenceServicer_to_server(
-        InferenceServicer(InferenceService(registry, settings, executor)), server
+    inference = InferenceService(registry, settings, executor)
+    state = ServerState()
+    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(inference), server)
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        KServeServicer(inference, repository, registry, state), server
     )
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(repository, registry), server)
     server_pb2_grpc.add_ServerServicer_to_server(
@@ -140,7 +148,7 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
         port,
         ", ".join(registry.providers),
     )
-    return RunningServer(server, port, registry, health_servicer, executor, jobs)
+    return RunningServer(server, port, registry, health_servicer, executor, jobs, state)
 
 
 async def serve(settings: Settings, plugins: Plugins) -> None:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the third-party clients the client tests run against the server: tritonclient in
+# its own venv (it needs protobuf < 7; the server uses 7), the Node example's packages, and
+# the C++ example (needs Debian's gRPC packages; .ci/run installs them). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv-triton/bin/python ] || ! .venv-triton/bin/python -c 'import tritonclient.grpc' 2>/dev/null; then
+  "$PYTHON" -m venv .venv-triton
+  .venv-triton/bin/python -m pip install --quiet "tritonclient[grpc]==2.73.0"
+fi
+
+command -v npm >/dev/null || { echo "setup-clients.sh: npm is missing (Node.js 18+ is needed)" >&2; exit 1; }
+if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
+  (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -x examples/cpp/build/classify ] || [ examples/cpp/classify.cc -nt examples/cpp/build/classify ]; then
+  examples/cpp/build.sh
+fi

@@ -1,0 +1,262 @@
+"""inference.GRPCInferenceService (KServe v2 / Open Inference Protocol): v2 tensors <->
+edgetune inputs and results. Inference runs through the same InferenceService as
+edgetune.v1.Classify, so both protocols give the same answers and the same errors."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import edgetune
+from edgetune.errors import InvalidArgument, NotFound
+from edgetune.kserve import grpc_predict_v2_pb2 as pb
+from edgetune.kserve import grpc_predict_v2_pb2_grpc
+from edgetune.serving.registry import ModelRegistry
+from edgetune.serving.service import InferenceService
+from edgetune.store import ModelRepository
+from edgetune.task import Input, Text, TextPair, TokenIds
+
+Context = Any  # grpc.aio.ServicerContext
+PLATFORM = "onnxruntime_onnx"
+TEXT, TEXT_PAIR, INPUT_IDS, ATTENTION_MASK = "text", "text_pair", "input_ids", "attention_mask"
+LABELS, SCORES = "labels", "scores"
+Tensor = pb.ModelMetadataResponse.TensorMetadata
+
+
+@dataclass(slots=True)
+class ServerState:
+    """What ServerReady reports; the server flips `draining` when it starts shutting down."""
+
+    draining: bool = False
+
+
+class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
+    """inference.GRPCInferenceService."""
+
+    def __init__(
+        self,
+        service: InferenceService,
+        repository: ModelRepository,
+        registry: ModelRegistry,
+        state: ServerState,
+    ) -> None:
+        self.service = service
+        self.repository = repository
+        self.registry = registry
+        self.state = state
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Context
+    ) -> pb.ServerLiveResponse:
+        """Always live while it can answer."""
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Context
+    ) -> pb.ServerReadyResponse:
+        """Ready unless draining."""
+        return pb.ServerReadyResponse(ready=not self.state.draining)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        """Loaded and warmed up; false for an unknown model."""
+        try:
+            version = self.repository.resolve(request.name, request.version)
+        except (NotFound, InvalidArgument):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=version.key in self.registry.loaded)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        """Name and version."""
+        return pb.ServerMetadataResponse(name="edgetune", version=edgetune.__version__)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        """Versions and the tensors the model's task takes and returns."""
+        version = self.repository.resolve(request.name, request.version)
+        task = self.registry.plugins.tasks.get(version.manifest.task)
+        kinds = task.input_kinds if task else ()
+        inputs = []
+        if Text in kinds:
+            inputs.append(Tensor(name=TEXT, datatype="BYTES", shape=[-1]))
+        if TextPair in kinds:
+            inputs.append(Tensor(name=TEXT_PAIR, datatype="BYTES", shape=[-1]))
+        if TokenIds in kinds:
+            inputs.append(Tensor(name=INPUT_IDS, datatype="INT64", shape=[-1, -1]))
+            inputs.append(Tensor(name=ATTENTION_MASK, datatype="INT64", shape=[-1, -1]))
+        return pb.ModelMetadataResponse(
+            name=version.name,
+            versions=[str(v) for v in self.repository.versions(version.name)],
+            platform=PLATFORM,
+            inputs=inputs,
+            outputs=[
+                Tensor(name=LABELS, datatype="BYTES", shape=[-1]),
+                Tensor(name=SCORES, datatype="FP32", shape=[-1, len(version.manifest.labels)]),
+            ],
+        )
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        """Tensors in, classify, tensors out (raw when the request was raw)."""
+        wanted = [output.name for output in request.outputs] or [LABELS, SCORES]
+        for index, name in enumerate(wanted):
+            if name not in (LABELS, SCORES):
+                raise InvalidArgument(
+                    f"outputs[{index}]: unknown output {name!r}; "
+                    f"this model returns {LABELS!r} and {SCORES!r}"
+                )
+        answer = await self.service.classify(
+            request.model_name, request.model_version, inputs_from_tensors(request)
+        )
+        labels = answer.version.manifest.labels
+        best = [result.labels[0].label for result in answer.results]
+        scores = np.array(
+            [
+                [{s.label: s.score for s in r.labels}[label] for label in labels]
+                for r in answer.results
+            ],
+            dtype=np.float32,
+        )
+        response = pb.ModelInferResponse(
+            model_name=answer.version.name, model_version=str(answer.version.version), id=request.id
+        )
+        raw = bool(request.raw_input_contents)
+        for name in wanted:
+            if name == LABELS:
+                tensor = response.outputs.add(name=LABELS, datatype="BYTES", shape=[len(best)])
+                encoded = [label.encode() for label in best]
+                if raw:
+                    response.raw_output_contents.append(
+                        b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+                    )
+                else:
+                    tensor.contents.bytes_contents.extend(encoded)
+            else:
+                tensor = response.outputs.add(
+                    name=SCORES, datatype="FP32", shape=list(scores.shape)
+                )
+                if raw:
+                    response.raw_output_contents.append(scores.astype("<f4").tobytes())
+                else:
+                    tensor.contents.fp32_contents.extend(scores.ravel().tolist())
+        return response
+
+
+def inputs_from_tensors(request: pb.ModelInferRequest) -> list[Input]:
+    """edgetune inputs from v2 tensors; INVALID_ARGUMENT names the tensor that is wrong."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+        )
+    tensors: dict[str, Any] = {}
+    for index, tensor in enumerate(request.inputs):
+        if tensor.name in tensors:
+            raise InvalidArgument(f"input {tensor.name!r} is given twice")
+        if tensor.name in (TEXT, TEXT_PAIR):
+            tensors[tensor.name] = _text(tensor, raw[index] if raw else None)
+        elif tensor.name in (INPUT_IDS, ATTENTION_MASK):
+            tensors[tensor.name] = _int64_matrix(tensor, raw[index] if raw else None)
+        else:
+            raise InvalidArgument(
+                f"inputs[{index}]: unknown input {tensor.name!r}; "
+                f"give {TEXT!r} (BYTES) or {INPUT_IDS!r} (INT64)"
+            )
+    if TEXT in tensors:
+        texts = tensors[TEXT]
+        if TEXT_PAIR not in tensors:
+            return [Text(t) for t in texts]
+        pairs = tensors[TEXT_PAIR]
+        if len(pairs) != len(texts):
+            raise InvalidArgument(
+                f"input {TEXT_PAIR!r} has {len(pairs)} elements; {TEXT!r} has {len(texts)}"
+            )
+        return [TextPair(t, p) for t, p in zip(texts, pairs, strict=True)]
+    if INPUT_IDS in tensors:
+        ids = tensors[INPUT_IDS]
+        mask = tensors.get(ATTENTION_MASK)
+        if mask is not None and mask.shape != ids.shape:
+            raise InvalidArgument(
+                f"input {ATTENTION_MASK!r} has shape {list(mask.shape)}; "
+                f"{INPUT_IDS!r} has {list(ids.shape)}"
+            )
+        return [
+            TokenIds(tuple(row.tolist()), tuple(mask[i].tolist()) if mask is not None else ())
+            for i, row in enumerate(ids)
+        ]
+    raise InvalidArgument(f"input {TEXT!r} (BYTES) or {INPUT_IDS!r} (INT64) is required")
+
+
+def _check_datatype(tensor: Any, expected: str) -> None:
+    if tensor.datatype != expected:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: datatype {tensor.datatype or '(none)'}, expected {expected}"
+        )
+
+
+def _text(tensor: Any, raw: bytes | None) -> list[str]:
+    _check_datatype(tensor, "BYTES")
+    shape = list(tensor.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {shape}, expected [batch] or [batch, 1]"
+        )
+    elements = (
+        _split_bytes(tensor.name, raw) if raw is not None else list(tensor.contents.bytes_contents)
+    )
+    if len(elements) != shape[0]:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {shape} needs {shape[0]} elements, got {len(elements)}"
+        )
+    texts = []
+    for i, element in enumerate(elements):
+        try:
+            texts.append(element.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidArgument(f"input {tensor.name!r}[{i}] is not valid UTF-8") from None
+    return texts
+
+
+def _split_bytes(name: str, raw: bytes) -> list[bytes]:
+    """BYTES raw contents: each element is a 4-byte little-endian length, then the bytes."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InvalidArgument(f"input {name!r}: raw contents end inside a length prefix")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise InvalidArgument(f"input {name!r}: raw element longer than the contents")
+        elements.append(raw[offset : offset + size])
+        offset += size
+    return elements
+
+
+def _int64_matrix(tensor: Any, raw: bytes | None) -> np.ndarray[Any, Any]:
+    _check_datatype(tensor, "INT64")
+    shape = list(tensor.shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise InvalidArgument(f"input {tensor.name!r}: shape {shape}, expected [batch, tokens]")
+    if raw is not None:
+        if len(raw) != shape[0] * shape[1] * 8:
+            raise InvalidArgument(
+                f"input {tensor.name!r}: shape {shape} needs {shape[0] * shape[1] * 8} raw bytes, "
+                f"got {len(raw)}"
+            )
+        values = np.frombuffer(raw, dtype="<i8")
+    else:
+        values = np.asarray(tensor.contents.int64_contents, dtype=np.int64)
+        if values.size != shape[0] * shape[1]:
+            raise InvalidArgument(
+                f"input {tensor.name!r}: shape {shape} needs {shape[0] * shape[1]} elements, "
+                f"got {values.size}"
+            )
+    return values.reshape(shape)
