@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the third-party clients the client tests run against the server: tritonclient in
 # its own venv (it needs protobuf < 7; the server uses 7), the Node example's packages, and
-# the C++ example (needs Debian's gRPC packages; .ci/run installs them). Idempotent.
+# the C++ example (Debian's gRPC packages, installed with apt-get when run as root). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,16 @@ if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
   (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+if ! command -v grpc_cpp_plugin >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null; then
+  packages="g++ pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+  else
+    echo "setup-clients.sh: the C++ example needs Debian's gRPC packages: sudo apt-get install -y $packages" >&2
+    exit 1
+  fi
+fi
 if [ ! -x examples/cpp/build/classify ] || [ examples/cpp/classify.cc -nt examples/cpp/build/classify ]; then
   examples/cpp/build.sh
 fi
