@@ -71,3 +71,27 @@ def test_every_message_and_field_is_documented(tmp_path: Path) -> None:
                 if (5, e, 2, v) not in documented:
                     missing.append(f"{enum.name}.{value.name}")
         assert not missing, f"{rel}: undocumented: {missing}"
+
+
+def test_protos_generate_java_and_csharp(tmp_path: Path) -> None:
+    """The options for other languages hold: protoc's own Java and C# generators accept
+    every file, and Java gets one class per message in io.edgetune.*. (Debian's protoc, which
+    scripts/setup-clients.sh installs for the C++ example; grpc_tools' protoc has no Java.)"""
+    import shutil
+    import subprocess
+
+    protoc = shutil.which("protoc")
+    assert protoc, "protoc is missing: run scripts/setup-clients.sh"
+    protos = [str(p.relative_to(ROOT / "proto")) for p in sorted((ROOT / "proto").rglob("*.proto"))]
+    for language in ("java", "csharp"):
+        out = tmp_path / language
+        out.mkdir()
+        subprocess.run(
+            [protoc, f"-I{ROOT / 'proto'}", f"--{language}_out={out}", *protos],
+            check=True,
+            capture_output=True,
+        )
+    java = {p.name for p in (tmp_path / "java" / "io" / "edgetune" / "v1").iterdir()}
+    assert {"ClassifyRequest.java", "JobState.java", "FineTuningProto.java"} <= java
+    assert (tmp_path / "java" / "io" / "edgetune" / "kserve" / "ModelInferRequest.java").is_file()
+    assert {p.name for p in (tmp_path / "csharp").iterdir()} >= {"Inference.cs", "GrpcPredictV2.cs"}
