@@ -44,6 +44,12 @@ class FailedPrecondition(EdgetuneError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ResourceExhausted(EdgetuneError):
+    """A queue, quota or size limit is full."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(EdgetuneError):
     """The server is draining or a model is being swapped out."""
 

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message the server receives or sends."""
 
+    batch_max_size: int = Field(default=32, ge=1)
+    """Most inputs the dynamic batcher puts in one ONNX Runtime call (requests that arrive
+    while a call runs are combined); a request bigger than this runs on its own."""
+
+    batch_max_delay_ms: float = Field(default=0.0, ge=0)
+    """How long an idle model waits for more requests before running a batch; 0 runs at once
+    (no added latency), batching only what queued up while the previous call ran."""
+
+    max_queue_size: int = Field(default=256, ge=1)
+    """Requests that may wait per model; beyond it requests get RESOURCE_EXHAUSTED."""
+
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import onnxruntime as ort
 
 from edgetune.errors import ModelLoadError
+from edgetune.serving.batcher import Batcher
 from edgetune.store import ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Input, ModelFiles, Result, Task, TaskRuntime
@@ -26,6 +27,8 @@ class ServedModel:
     session: ort.InferenceSession
     runtime: TaskRuntime
     load_seconds: float
+    batcher: Batcher | None = None
+    """Set by the inference service on first use."""
 
     @classmethod
     def load(

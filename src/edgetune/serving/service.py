@@ -8,6 +8,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from edgetune.errors import InvalidArgument
+from edgetune.serving.batcher import Batcher
+from edgetune.serving.model import ServedModel
 from edgetune.serving.registry import ModelRegistry
 from edgetune.settings import Settings
 from edgetune.store import ModelVersion
@@ -23,7 +25,8 @@ class Classification:
 
 
 class InferenceService:
-    """Classify batches of inputs on the models of a registry."""
+    """Classify batches of inputs on the models of a registry; concurrent requests for one
+    model share ONNX Runtime calls through its Batcher."""
 
     def __init__(self, registry: ModelRegistry, settings: Settings, executor: Executor) -> None:
         self.registry = registry
@@ -50,9 +53,24 @@ class InferenceService:
                     f"inputs[{index}]: model {model!r} (task {served.task.name}) does not take "
                     f"{item.kind} input; it takes {kinds}"
                 )
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self.executor, served.predict, inputs, top_k)
+        if len(inputs) >= self.settings.batch_max_size:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self.executor, served.predict, inputs, top_k)
+        else:
+            results = await self._batcher(served).submit(inputs, top_k)
         return Classification(served.version, results)
+
+    def _batcher(self, served: ServedModel) -> Batcher:
+        if served.batcher is None:
+            served.batcher = Batcher(
+                f"{served.version.name}:{served.version.version}",
+                served.predict,
+                self.executor,
+                max_batch=self.settings.batch_max_size,
+                max_delay_s=self.settings.batch_max_delay_ms / 1000,
+                max_queue=self.settings.max_queue_size,
+            )
+        return served.batcher
 
     def _check_inputs(self, inputs: Sequence[Input]) -> None:
         if not inputs:

@@ -1,0 +1,176 @@
+"""The dynamic batcher, with a fake model, and through gRPC with the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc import aio
+
+from edgetune.errors import InvalidArgument, ResourceExhausted
+from edgetune.serving.batcher import Batcher
+from edgetune.task import Input, LabelScore, Result, Text
+from edgetune.v1 import inference_pb2 as pb
+from edgetune.v1 import inference_pb2_grpc
+
+
+class FakeModel:
+    """Echoes each text as its label; records the batches it ran; can be made slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[str]] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def predict(self, inputs: Sequence[Input], top_k: int) -> list[Result]:
+        self.gate.wait(5)
+        time.sleep(self.delay)
+        texts = [item.text for item in inputs if isinstance(item, Text)]
+        self.batches.append(texts)
+        for index, text in enumerate(texts):
+            if text == "bad":
+                raise InvalidArgument(f"inputs[{index}].text is bad")
+        return [Result([LabelScore(t, 0.9, True), LabelScore("other", 0.1)]) for t in texts]
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def batcher(
+    model: FakeModel, executor, max_batch: int = 8, delay: float = 0.0, queue: int = 64
+) -> Batcher:
+    return Batcher("fake:1", model.predict, executor, max_batch, delay, queue)
+
+
+async def test_requests_that_wait_together_run_together(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()  # hold the first run so the others queue up behind it
+    b = batcher(model, executor)
+    first = asyncio.ensure_future(b.submit([Text("a")], 0))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(b.submit([Text(t)], 1)) for t in "bcdefgh"]
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    answers = await asyncio.gather(first, *rest)
+    assert [a[0].labels[0].label for a in answers] == list("abcdefgh")
+    assert [len(a[0].labels) for a in answers] == [2] + [1] * 7  # each request's own top_k
+    assert model.batches == [["a"], list("bcdefgh")]
+    assert (b.stats.runs, b.stats.requests, b.stats.inputs) == (2, 8, 8)
+
+
+async def test_batches_respect_the_size_limit_and_keep_order(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = batcher(model, executor, max_batch=4)
+    first = asyncio.ensure_future(b.submit([Text("0")], 0))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.ensure_future(b.submit([Text(f"{i}a"), Text(f"{i}b")], 0)) for i in range(1, 4)]
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    answers = await asyncio.gather(first, *rest)
+    assert [[r.labels[0].label for r in a] for a in answers[1:]] == [
+        ["1a", "1b"],
+        ["2a", "2b"],
+        ["3a", "3b"],
+    ]
+    assert model.batches == [["0"], ["1a", "1b", "2a", "2b"], ["3a", "3b"]]
+
+
+async def test_an_idle_model_runs_at_once_unless_asked_to_wait(executor) -> None:
+    model = FakeModel()
+    b = batcher(model, executor)
+    await b.submit([Text("alone")], 0)
+    assert model.batches == [["alone"]]
+    waiting = batcher(model, executor, delay=0.2)
+    together = await asyncio.gather(waiting.submit([Text("x")], 0), waiting.submit([Text("y")], 0))
+    assert len(together) == 2 and model.batches[-1] == ["x", "y"]
+
+
+async def test_an_input_error_reaches_only_its_request_with_its_own_index(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = batcher(model, executor)
+    first = asyncio.ensure_future(b.submit([Text("a")], 0))
+    await asyncio.sleep(0.05)
+    good = asyncio.ensure_future(b.submit([Text("b")], 0))
+    bad = asyncio.ensure_future(b.submit([Text("c"), Text("bad")], 0))
+    await asyncio.sleep(0.05)
+    model.gate.set()
+    await first
+    assert (await good)[0].labels[0].label == "b"
+    with pytest.raises(InvalidArgument, match=r"inputs\[1\]\.text is bad"):
+        await bad
+
+
+async def test_a_full_queue_is_resource_exhausted(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = batcher(model, executor, queue=2)
+    running = asyncio.ensure_future(b.submit([Text("a")], 0))
+    await asyncio.sleep(0.05)  # taken off the queue, blocked in predict
+    queued = [asyncio.ensure_future(b.submit([Text(t)], 0)) for t in "bc"]
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted, match="2 requests are already waiting"):
+        await b.submit([Text("d")], 0)
+    model.gate.set()
+    await asyncio.gather(running, *queued)
+
+
+async def test_concurrent_grpc_calls_share_onnx_runtime_runs(server, channel) -> None:
+    stub = inference_pb2_grpc.InferenceStub(channel)
+    texts = [f"the movie was {w}" for w in ("good", "bad", "great", "boring")] * 8
+    alone = [
+        await stub.Classify(pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text=t)]))
+        for t in texts[:4]
+    ]
+    served = await server.registry.get("tiny")
+    before = served.batcher.stats.runs
+    replies = await asyncio.gather(
+        *(stub.Classify(pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text=t)])) for t in texts)
+    )
+    runs = served.batcher.stats.runs - before
+    assert runs < len(texts)  # 32 requests, fewer ORT calls
+    for reply, single in zip(replies[:4], alone, strict=True):
+        assert [(s.label, round(s.score, 5)) for s in reply.results[0].labels] == [
+            (s.label, round(s.score, 5)) for s in single.results[0].labels
+        ]
+
+
+async def test_queue_overflow_over_grpc(settings, plugins) -> None:
+    from edgetune.server.app import start_server
+
+    settings.max_queue_size = 1
+    running = await start_server(settings, plugins)
+    try:
+        served = await running.registry.get("tiny")
+        decode = served.runtime.decode
+        gate = threading.Event()
+
+        def held(*args):
+            gate.wait(5)
+            return decode(*args)
+
+        served.runtime.decode = held  # type: ignore[method-assign]
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            request = pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text="good")])
+            calls = [asyncio.ensure_future(stub.Classify(request)) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            gate.set()
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        codes = sorted(o.code().name if isinstance(o, aio.AioRpcError) else "OK" for o in outcomes)
+        assert codes.count("RESOURCE_EXHAUSTED") >= 1 and codes.count("OK") >= 2
+        exhausted = next(o for o in outcomes if isinstance(o, aio.AioRpcError))
+        assert exhausted.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "requests are already waiting" in exhausted.details()
+    finally:
+        await running.stop(0)
