@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
 
+    intra_op_spinning: bool = False
+    """Let ONNX Runtime threads spin between runs: slightly lower median latency, much worse
+    p99 when the server shares few cores (see bench/serving.py)."""
+
     inference_workers: int = Field(default=0, ge=0)
     """Threads that run inference calls off the event loop; 0 uses the number of
     physical cores. ONNX Runtime releases the GIL, so these run truly in parallel."""

@@ -43,7 +43,7 @@ class ModelRegistry:
         self.plugins = plugins
         self.settings = settings
         self.providers = choose_providers(settings.execution_providers)
-        self._options = session_options(settings.intra_op_threads)
+        self._options = session_options(settings.intra_op_threads, settings.intra_op_spinning)
         self._loaded: dict[Key, ServedModel] = {}
         self._routes: dict[tuple[str, str], ServedModel] = {}
         self._locks: dict[Key, asyncio.Lock] = {}

@@ -1,0 +1,47 @@
+"""The benchmark harness runs end to end on the tiny model (a smoke run: no figure is checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serving_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "serving.py"),
+            "--smoke",
+            "--base",
+            str(tiny_bert),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {
+        "onnxruntime fp32",
+        "onnxruntime int8",
+        "onnxruntime int8-fused",
+        "edgetune fp32",
+        "edgetune int8",
+        "edgetune int8-fused",
+    }
+    served = figures["edgetune int8"]
+    assert {
+        "short_batch1",
+        "long_batch1",
+        "short_stream_batch1",
+        "short_c8_items_per_s",
+        "short_c32_items_per_s",
+    } <= set(served)
+    assert "edgetune/raw p50" in result.stdout
