@@ -55,22 +55,34 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
 class ErrorInterceptor(aio.ServerInterceptor):
     """Maps exceptions raised by any servicer to status codes."""
 
+    def __init__(self) -> None:
+        # Handlers are fixed per method, so each is wrapped once, not on every call.
+        self._wrapped: dict[str, Handler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary), **serializers)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream), **serializers)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary), **serializers)
-        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream), **serializers)
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler
+            wrapped = self._wrapped[method] = _wrap_handler(handler)
+        return wrapped
+
+
+def _wrap_handler(handler: Handler) -> Handler:
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary), **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream), **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary), **serializers)
+    return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream), **serializers)
