@@ -45,3 +45,29 @@ def test_serving_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
         "short_c32_items_per_s",
     } <= set(served)
     assert "edgetune/raw p50" in result.stdout
+
+
+def test_k6_load_test_smoke(tmp_path: Path, tiny_bert: Path) -> None:
+    """k6 drives the server for a few seconds; every request must be answered OK."""
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load_test.py"),
+            "--base",
+            str(tiny_bert),
+            "--vus",
+            "2",
+            "--duration",
+            "3s",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["iterations"]["count"] > 0
+    assert metrics["checks"]["fails"] == 0
