@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import SHORT, build_models
 
-from edgetune.client import wait_until_serving
+from edgetune.client import background_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,29 +42,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
         build_models(home, args.base, ["business", "entertainment", "politics", "sports", "tech"])
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "EDGETUNE_HOME": str(home), "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgetune",
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-        )
-        try:
-            wait_until_serving(f"127.0.0.1:{port}", timeout=120, process=server)
+        with background_server(home) as address:
             k6_env = {
                 **os.environ,
                 "K6_NO_USAGE_REPORT": "true",
-                "ADDRESS": f"127.0.0.1:{port}",
+                "ADDRESS": address,
                 "MODEL": "int8",
                 "TEXT": SHORT,
                 "PROTO_ROOT": str(ROOT / "proto"),
@@ -86,9 +67,6 @@ def main() -> int:
                 capture_output=True,
                 text=True,
             )
-        finally:
-            server.terminate()
-            server.wait()
     if not args.json.exists():
         print(run.stdout, run.stderr)
         return 1

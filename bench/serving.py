@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +30,7 @@ from grpc import aio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
 
-from edgetune.client import wait_until_serving
+from edgetune.client import background_server
 from edgetune.exporters.evaluate import open_model
 from edgetune.exporters.onnx import import_model
 from edgetune.exporters.optimize import can_fuse, fuse_and_quantize
@@ -250,30 +247,9 @@ def main() -> None:
         names = build_models(home, args.base, labels)
         for name in names:
             results[f"onnxruntime {name}"] = raw_onnxruntime(home, name, texts, count)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "EDGETUNE_HOME": str(home), "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgetune",
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-        )
-        try:
-            wait_until_serving(f"127.0.0.1:{port}", timeout=120, process=server)
+        with background_server(home) as address:
             for name in names:
-                results[f"edgetune {name}"] = served(f"127.0.0.1:{port}", name, texts, count)
-        finally:
-            server.terminate()
-            server.wait()
+                results[f"edgetune {name}"] = served(address, name, texts, count)
     if not args.smoke:
         results["transformers pipeline fp32 (torch)"] = torch_pipeline(
             args.base, labels, texts, count

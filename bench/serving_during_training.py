@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
 
-from edgetune.client import wait_until_serving
+from edgetune.client import background_server
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
 
@@ -77,57 +76,34 @@ def main() -> None:
             env=env,
             check=True,
         )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgetune",
-                "serve",
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-        )
-        try:
-            wait_until_serving(f"127.0.0.1:{port}", timeout=120, process=server)
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = inference_pb2_grpc.InferenceStub(channel)
-                measure(stub, text, 20)  # load and warm
-                idle = measure(stub, text, args.requests)
-                jobs = finetuning_pb2_grpc.FineTuningStub(channel)
-                data = bbc.write_jsonl(train[:400], home / "train.jsonl").read_bytes()
-                dataset = jobs.UploadDataset(
-                    iter(
-                        [
-                            fpb.UploadDatasetRequest(
-                                header=fpb.DatasetHeader(filename="train.jsonl")
-                            ),
-                            fpb.UploadDatasetRequest(chunk=data),
-                        ]
-                    )
+        with background_server(home) as address, grpc.insecure_channel(address) as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            measure(stub, text, 20)  # load and warm
+            idle = measure(stub, text, args.requests)
+            jobs = finetuning_pb2_grpc.FineTuningStub(channel)
+            data = bbc.write_jsonl(train[:400], home / "train.jsonl").read_bytes()
+            dataset = jobs.UploadDataset(
+                iter(
+                    [
+                        fpb.UploadDatasetRequest(header=fpb.DatasetHeader(filename="train.jsonl")),
+                        fpb.UploadDatasetRequest(chunk=data),
+                    ]
                 )
-                job = jobs.CreateJob(
-                    fpb.CreateJobRequest(
-                        base_path=str(base),
-                        dataset_id=dataset.id,
-                        model_name="bench",
-                        hyperparameters=fpb.Hyperparameters(epochs=2, max_length=128),
-                    )
+            )
+            job = jobs.CreateJob(
+                fpb.CreateJobRequest(
+                    base_path=str(base),
+                    dataset_id=dataset.id,
+                    model_name="bench",
+                    hyperparameters=fpb.Hyperparameters(epochs=2, max_length=128),
                 )
-                for event in jobs.WatchJob(fpb.WatchJobRequest(id=job.id)):
-                    if event.progress.step:  # training steps are running
-                        break
-                training = measure(stub, text, args.requests)
-                still = jobs.GetJob(fpb.GetJobRequest(id=job.id))
-                jobs.CancelJob(fpb.CancelJobRequest(id=job.id))
-        finally:
-            server.terminate()
-            server.wait()
+            )
+            for event in jobs.WatchJob(fpb.WatchJobRequest(id=job.id)):
+                if event.progress.step:  # training steps are running
+                    break
+            training = measure(stub, text, args.requests)
+            still = jobs.GetJob(fpb.GetJobRequest(id=job.id))
+            jobs.CancelJob(fpb.CancelJobRequest(id=job.id))
     result = {
         "idle": percentiles(idle),
         "training": percentiles(training),

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,3 +41,30 @@ def wait_until_serving(
             if time.monotonic() > deadline:
                 raise Unavailable(f"no edgetune server became healthy on {address}")
             time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def background_server(home: Path, timeout: float = 120.0) -> Iterator[str]:
+    """`edgetune serve` for home on a free loopback port, in a child process (entry-point
+    plugins off, warnings only). Yields its address once healthy; SIGTERM on exit."""
+    port = free_port()
+    env = {**os.environ, "EDGETUNE_HOME": str(home), "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgetune", "serve", "--port", str(port), "--log-level", "WARNING"],
+        env=env,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        wait_until_serving(address, timeout=timeout, process=server)
+        yield address
+    finally:
+        server.terminate()
+        server.wait()
