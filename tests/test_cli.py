@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fakes import sentiment_rows
 
-from edgetune.client import wait_until_serving
+from edgetune.client import free_port, wait_until_serving
 
 EDGETUNE = [sys.executable, "-m", "edgetune"]
 
@@ -24,14 +24,6 @@ def run(
     return subprocess.run(
         [*EDGETUNE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

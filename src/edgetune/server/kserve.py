@@ -118,11 +118,9 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         )
         labels = answer.version.manifest.labels
         best = [result.labels[0].label for result in answer.results]
+        by_label = [{s.label: s.score for s in r.labels} for r in answer.results]
         scores = np.array(
-            [
-                [{s.label: s.score for s in r.labels}[label] for label in labels]
-                for r in answer.results
-            ],
+            [[row[label] for label in labels] for row in by_label],
             dtype=np.float32,
         )
         response = pb.ModelInferResponse(
