@@ -18,7 +18,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_finetune import FAST, upload, watch_to_end
 
-from edgetune.client import wait_until_serving
+from edgetune.client import free_port, wait_until_serving
 from edgetune.training.spec import JobState
 from edgetune.training.store import JobStore
 from edgetune.v1 import finetuning_pb2 as pb
@@ -128,14 +128,14 @@ async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
         model="tiny", inputs=[ipb.Input(text="good fun"), ipb.Input(text="bad")]
     )
     assert (await stub.Classify(request)).version == "1"
-    versions: list[str] = []
+    seen: list[list[str]] = [[] for _ in range(4)]
     stop = asyncio.Event()
 
-    async def traffic() -> None:
+    async def traffic(versions: list[str]) -> None:
         while not stop.is_set():
             versions.append((await stub.Classify(request)).version)  # any failure raises
 
-    workers = [asyncio.create_task(traffic()) for _ in range(4)]
+    workers = [asyncio.create_task(traffic(versions)) for versions in seen]
     job = await finetuning.CreateJob(
         pb.CreateJobRequest(
             base_model=pb.ModelRef(name="tiny"),
@@ -151,8 +151,12 @@ async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
     await asyncio.gather(*workers)
     final = await finetuning.GetJob(pb.GetJobRequest(id=job.id))
     assert final.state == pb.JOB_STATE_SUCCEEDED and final.result.promoted, final.error
-    assert versions[0] == "1" and versions[-1] == "2"
-    assert versions == sorted(versions)  # once switched, never back
+    for versions in seen:
+        # Each client, once switched, never goes back. (Across clients a request that
+        # started on version 1 may finish after another client's first version-2 answer:
+        # in-flight requests finish on the old version, as they should.)
+        assert versions[0] == "1" and versions[-1] == "2"
+        assert versions == sorted(versions)
     assert (await stub.Classify(request)).version == "2"
     assert ("tiny", 1) not in server.registry.loaded  # the old version was unloaded
     health = health_pb2_grpc.HealthStub(channel)
@@ -181,8 +185,6 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
     tmp_path, seeded_models, tiny_bert
 ):
     """A client in another process than the server; the server is SIGKILLed mid-training."""
-    from test_cli import free_port
-
     home = tmp_path / "home"
     shutil.copytree(seeded_models, home / "models")
     port = free_port()
