@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(default=256, ge=1)
     """Requests that may wait per model; beyond it requests get RESOURCE_EXHAUSTED."""
 
+    inline_max_inputs: int = Field(default=1, ge=0)
+    """Batches of at most this many inputs, taken when no other request waits, run on the
+    event-loop thread instead of the inference pool: saves two thread hand-offs (about
+    0.3 ms) at the cost of holding other calls for that one short run. 0 always uses the pool."""
+
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
 

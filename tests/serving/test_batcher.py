@@ -24,6 +24,7 @@ class FakeModel:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.batches: list[list[str]] = []
+        self.threads: list[int] = []
         self.delay = delay
         self.gate = threading.Event()
         self.gate.set()
@@ -33,6 +34,7 @@ class FakeModel:
         time.sleep(self.delay)
         texts = [item.text for item in inputs if isinstance(item, Text)]
         self.batches.append(texts)
+        self.threads.append(threading.get_ident())
         for index, text in enumerate(texts):
             if text == "bad":
                 raise InvalidArgument(f"inputs[{index}].text is bad")
@@ -95,6 +97,32 @@ async def test_an_idle_model_runs_at_once_unless_asked_to_wait(executor) -> None
     assert len(together) == 2 and model.batches[-1] == ["x", "y"]
 
 
+async def test_a_small_batch_on_an_idle_model_runs_on_the_event_loop_thread(executor) -> None:
+    model = FakeModel()
+    b = Batcher("fake:1", model.predict, executor, 8, 0.0, 64, inline_max_inputs=1)
+    loop_thread = threading.get_ident()
+    await b.submit([Text("one")], 0)
+    await b.submit([Text("two"), Text("inputs")], 0)
+    assert model.threads[0] == loop_thread
+    assert model.threads[1] != loop_thread  # over the inline limit: the pool runs it
+    assert b.stats.inline_runs == 1
+
+    # With requests waiting behind it, even a one-input run goes to the pool, so the loop
+    # stays free to take in more.
+    model = FakeModel()
+    model.gate.clear()
+    one_at_a_time = Batcher("fake:1", model.predict, executor, 1, 0.0, 64, inline_max_inputs=1)
+    held = asyncio.ensure_future(one_at_a_time.submit([Text("a"), Text("b")], 0))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(one_at_a_time.submit([Text(t)], 0)) for t in "cd"]
+    await asyncio.sleep(0)
+    model.gate.set()
+    await asyncio.gather(held, *queued)
+    assert model.batches == [["a", "b"], ["c"], ["d"]]
+    assert model.threads[1] != loop_thread  # "d" was waiting
+    assert model.threads[2] == loop_thread  # nothing left behind "d"
+
+
 async def test_an_input_error_reaches_only_its_request_with_its_own_index(executor) -> None:
     model = FakeModel()
     model.gate.clear()
@@ -125,7 +153,10 @@ async def test_a_full_queue_is_resource_exhausted(executor) -> None:
     await asyncio.gather(running, *queued)
 
 
-async def test_concurrent_grpc_calls_share_onnx_runtime_runs(server, channel) -> None:
+async def test_concurrent_grpc_calls_share_onnx_runtime_runs(server, channel, settings) -> None:
+    # The tiny model answers in microseconds: run in the pool, or each call would finish on
+    # the loop before the next arrives and there would be nothing to share.
+    settings.inline_max_inputs = 0
     stub = inference_pb2_grpc.InferenceStub(channel)
     texts = [f"the movie was {w}" for w in ("good", "bad", "great", "boring")] * 8
     alone = [
@@ -149,6 +180,7 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
     from edgetune.server.app import start_server
 
     settings.max_queue_size = 1
+    settings.inline_max_inputs = 0  # the held run must block a pool thread, not the loop
     running = await start_server(settings, plugins)
     try:
         served = await running.registry.get("tiny")

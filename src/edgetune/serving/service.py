@@ -69,6 +69,7 @@ class InferenceService:
                 max_batch=self.settings.batch_max_size,
                 max_delay_s=self.settings.batch_max_delay_ms / 1000,
                 max_queue=self.settings.max_queue_size,
+                inline_max_inputs=self.settings.inline_max_inputs,
             )
         return served.batcher
 
