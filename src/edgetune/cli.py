@@ -121,12 +121,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         stub = models_pb2_grpc.ModelsStub(channel)
         if args.action == "list":
             reply = stub.ListModels(models_pb2.ListModelsRequest(), timeout=args.timeout)
-            print(f"{'MODEL':24} {'VERSION':>7}  {'TASK':24} {'STATE':9} {'ALIASES':16} LABELS")
+            print(
+                f"{'MODEL':24} {'VERSION':>7}  {'TASK':24} {'STATE':9} {'MEMORY':>9} "
+                f"{'ALIASES':16} LABELS"
+            )
             for model in reply.models:
                 for v in model.versions:
                     state = models_pb2.ModelState.Name(v.state).removeprefix("MODEL_STATE_")
+                    memory = f"{v.memory_bytes / 2**20:.1f} MiB" if v.memory_bytes else "-"
+                    if v.pinned and v.state == models_pb2.MODEL_STATE_LOADED:
+                        state = "PINNED"
                     print(
-                        f"{v.name:24} {v.version:>7}  {v.task:24} {state.lower():9} "
+                        f"{v.name:24} {v.version:>7}  {v.task:24} {state.lower():9} {memory:>9} "
                         f"{','.join(v.aliases):16} {','.join(label.name for label in v.labels)}"
                     )
             return 0

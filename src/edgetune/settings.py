@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     """ONNX Runtime execution providers to use, best first. Empty picks automatically:
     CUDA when this onnxruntime build and machine have it, else CPU."""
 
+    memory_budget_mb: float = Field(default=0, ge=0)
+    """Most memory the loaded models may hold together, in MiB; 0 sets no budget. Each
+    version counts the resident memory its load added (at least its model.onnx size).
+    Loading one more first evicts the least recently used versions that are not pinned; an
+    evicted version loads again on its next request; one that cannot fit is refused with
+    RESOURCE_EXHAUSTED. The process itself (Python, gRPC, ONNX Runtime: about 90 MiB) comes
+    on top."""
+
+    pinned_models: list[str] = Field(default_factory=list)
+    """Models (`name`, or `name:version` for one version) loaded when the server starts and
+    never evicted under the memory budget."""
+
     warmup: bool = True
     """Run one inference at load so the first real request is not slow."""
 

@@ -138,6 +138,9 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise Unavailable(f"cannot listen on {address}: {exc}") from None
+    for pinned in settings.pinned_models:
+        name, _, version = pinned.partition(":")
+        await registry.load(name, version)
     await server.start()
     await jobs.start()
     for name in SERVICE_NAMES:

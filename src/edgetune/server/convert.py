@@ -8,7 +8,6 @@ from edgetune.errors import InvalidArgument
 from edgetune.plugins.manager import BUILTIN, ENTRY_POINT, MODULE, PluginInfo
 from edgetune.serving.model import ServedModel
 from edgetune.store import ModelVersion
-from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Image, Input, Result, Task, Text, TextPair, TokenIds
 from edgetune.v1 import inference_pb2, models_pb2, server_pb2
 
@@ -61,11 +60,14 @@ def results_to_pb(results: Sequence[Result]) -> list[inference_pb2.Result]:
 
 
 def model_info(
-    version: ModelVersion, task: Task | None, served: ServedModel | None, aliases: list[str]
+    version: ModelVersion,
+    task: Task | None,
+    served: ServedModel | None,
+    aliases: list[str],
+    pinned: bool,
 ) -> models_pb2.ModelInfo:
     """ModelInfo for a version; `task` is None when no plugin serves its task."""
     manifest = version.manifest
-    model_file = version.path / MODEL_FILE
     return models_pb2.ModelInfo(
         name=version.name,
         version=str(version.version),
@@ -76,10 +78,12 @@ def model_info(
         state=models_pb2.MODEL_STATE_LOADED if served else models_pb2.MODEL_STATE_AVAILABLE,
         base_model=manifest.base_model,
         format=manifest.format,
-        size_bytes=model_file.stat().st_size if model_file.exists() else 0,
+        size_bytes=version.model_file_bytes,
         created=manifest.created,
         metrics=manifest.metrics,
         providers=served.providers if served else [],
+        memory_bytes=served.memory_bytes if served else 0,
+        pinned=pinned,
     )
 
 

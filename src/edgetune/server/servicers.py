@@ -12,6 +12,7 @@ import edgetune
 from edgetune.errors import EdgetuneError, InvalidArgument, status_of
 from edgetune.plugins.manager import Plugins
 from edgetune.server import convert
+from edgetune.serving.memory import resident_bytes
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.settings import Settings
@@ -79,6 +80,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             self.registry.plugins.tasks.get(version.manifest.task),
             self.registry.loaded.get(version.key),
             [alias for alias, number in aliases.items() if number == version.version],
+            self.registry.pinned(version),
         )
 
     async def ListModels(
@@ -160,6 +162,11 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
                 max_message_bytes=self.settings.max_message_bytes,
             ),
             onnxruntime_version=ort.__version__,
+            memory=server_pb2.Memory(
+                resident_bytes=resident_bytes(),
+                models_bytes=self.registry.models_bytes,
+                budget_bytes=self.registry.budget_bytes,
+            ),
         )
 
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from edgetune.errors import ModelLoadError
 from edgetune.serving.batcher import Batcher
+from edgetune.serving.memory import resident_bytes
 from edgetune.store import ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Input, ModelFiles, Result, Task, TaskRuntime
@@ -27,6 +28,11 @@ class ServedModel:
     session: ort.InferenceSession
     runtime: TaskRuntime
     load_seconds: float
+    memory_bytes: int = 0
+    """Resident memory its load added (session, weights, warm-up buffers), at least the
+    size of model.onnx; what the memory budget counts."""
+    last_used: float = 0.0
+    """time.monotonic() of the last request routed to it, for least-recently-used eviction."""
     batcher: Batcher | None = None
     """Set by the inference service on first use."""
 
@@ -43,6 +49,7 @@ class ServedModel:
     ) -> ServedModel:
         """Check files, open the session, build the task runtime and warm up (blocking)."""
         started = time.perf_counter()
+        resident_before = resident_bytes()
         if verify:
             version.manifest.verify_files(version.path, version.manifest.served_files())
         try:
@@ -64,13 +71,16 @@ class ServedModel:
         if warmup:
             model.predict(task.warmup_inputs(), top_k=1)
         model.load_seconds = time.perf_counter() - started
+        model.memory_bytes = max(resident_bytes() - resident_before, version.model_file_bytes)
+        model.last_used = time.monotonic()
         log.info(
-            "loaded %s:%d (%s) on %s in %.2fs",
+            "loaded %s:%d (%s) on %s in %.2fs, %.1f MiB",
             version.name,
             version.version,
             task.name,
             ",".join(session.get_providers()),
             model.load_seconds,
+            model.memory_bytes / 2**20,
         )
         return model
 

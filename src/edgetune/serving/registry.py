@@ -5,16 +5,23 @@ spec in the repository and loads the version (lazily, once, even under concurren
 `load` re-reads the repository, so a version imported while the server runs is picked up;
 the route moves only after the new version is loaded and warmed, and requests already running
 on the old version finish on it (they hold a reference).
+
+Memory: each loaded version is counted as the resident memory its load added. Under a
+budget (`memory_budget_mb`), loading one more version first evicts the least recently used
+versions that are not pinned (`pinned_models`); an evicted version loads again on its next
+request. Loads run one at a time, so each one's measurement is its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from edgetune.errors import FailedPrecondition, ModelLoadError, NotFound
+from edgetune.errors import FailedPrecondition, ModelLoadError, NotFound, ResourceExhausted
 from edgetune.plugins.manager import Plugins
+from edgetune.serving.memory import release_free_memory
 from edgetune.serving.model import ServedModel
 from edgetune.serving.session import choose_providers, session_options
 from edgetune.settings import Settings
@@ -25,6 +32,7 @@ from edgetune.task import Task
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
+MIB = 2**20
 Listener = Callable[[ModelVersion, bool], Awaitable[None]]
 """Called with (version, loaded) after a version is loaded (True) or unloaded (False)."""
 
@@ -46,21 +54,33 @@ class ModelRegistry:
         self._options = session_options(settings.intra_op_threads, settings.intra_op_spinning)
         self._loaded: dict[Key, ServedModel] = {}
         self._routes: dict[tuple[str, str], ServedModel] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
+        self._load_lock = asyncio.Lock()
         self._listeners = listeners
+        self.budget_bytes = int(settings.memory_budget_mb * MIB)
+        self._pinned = set(settings.pinned_models)
 
     @property
     def loaded(self) -> dict[Key, ServedModel]:
         """A snapshot of the loaded versions."""
         return dict(self._loaded)
 
+    @property
+    def models_bytes(self) -> int:
+        """Memory counted for the loaded versions together."""
+        return sum(served.memory_bytes for served in self._loaded.values())
+
+    def pinned(self, version: ModelVersion) -> bool:
+        """Whether the settings pin this version (by name, or by name:version)."""
+        return version.name in self._pinned or f"{version.name}:{version.version}" in self._pinned
+
     async def get(self, name: str, spec: str = "") -> ServedModel:
         """The model a request for (name, spec) runs on, loading it on first use."""
         route = (name, spec.strip() or LATEST)
         served = self._routes.get(route)
-        if served is not None:
-            return served
-        return await self._route(route)
+        if served is None:
+            served = await self._route(route)
+        served.last_used = time.monotonic()
+        return served
 
     async def load(self, name: str, spec: str = "") -> ServedModel:
         """Resolve (name, spec) in the repository now, load it if needed, and route to it."""
@@ -69,12 +89,10 @@ class ModelRegistry:
     async def unload(self, name: str, spec: str = "") -> ModelVersion:
         """Stop routing to a loaded version and drop it; running requests finish on it."""
         version = await asyncio.to_thread(self.repository.resolve, name, spec)
-        served = self._loaded.pop(version.key, None)
+        served = self._loaded.get(version.key)
         if served is None:
             raise FailedPrecondition(f"model {name!r} version {version.version} is not loaded")
-        for route in [r for r, s in self._routes.items() if s is served]:
-            del self._routes[route]
-        await self._notify(version, loaded=False)
+        await self._drop(served)
         return version
 
     async def promote(self, name: str, version: int, alias: str = LATEST) -> ServedModel:
@@ -91,8 +109,8 @@ class ModelRegistry:
         self._routes[(name, alias)] = served
         if previous is not None and previous is not served:
             still_routed = any(s is previous for s in self._routes.values())
-            if not still_routed and self._loaded.pop(previous.version.key, None) is not None:
-                await self._notify(previous.version, loaded=False)
+            if not still_routed and previous.version.key in self._loaded:
+                await self._drop(previous)
         return served
 
     async def _route(self, route: tuple[str, str]) -> ServedModel:
@@ -102,23 +120,79 @@ class ModelRegistry:
         return served
 
     async def _ensure_loaded(self, version: ModelVersion) -> ServedModel:
-        lock = self._locks.setdefault(version.key, asyncio.Lock())
-        async with lock:
+        async with self._load_lock:
             served = self._loaded.get(version.key)
-            if served is None:
-                task = self._task_of(version)
-                served = await asyncio.to_thread(
-                    ServedModel.load,
-                    version,
-                    task,
-                    self._options,
-                    self.providers,
-                    verify=self.settings.verify_checksums,
-                    warmup=self.settings.warmup,
-                )
-                self._loaded[version.key] = served
-                await self._notify(version, loaded=True)
+            if served is not None:
+                return served
+            task = self._task_of(version)
+            await self._make_room(version, version.model_file_bytes)
+            served = await asyncio.to_thread(
+                ServedModel.load,
+                version,
+                task,
+                self._options,
+                self.providers,
+                verify=self.settings.verify_checksums,
+                warmup=self.settings.warmup,
+            )
+            self._loaded[version.key] = served
+            await self._notify(version, loaded=True)
+            try:
+                # The estimate was the file size; the measured footprint may be larger.
+                await self._make_room(version, 0)
+            except ResourceExhausted:
+                await self._drop(served)
+                raise
             return served
+
+    async def _make_room(self, version: ModelVersion, incoming: int) -> None:
+        """Evict least recently used, unpinned versions other than `version` until the
+        loaded versions plus `incoming` bytes fit the budget.
+
+        :raises ResourceExhausted: when evicting everything evictable is not enough.
+        """
+        if not self.budget_bytes:
+            return
+        candidates = sorted(
+            (
+                served
+                for served in self._loaded.values()
+                if served.version.key != version.key and not self.pinned(served.version)
+            ),
+            key=lambda served: served.last_used,
+        )
+        while self.models_bytes + incoming > self.budget_bytes and candidates:
+            evicted = candidates.pop(0)
+            log.info(
+                "evicting %s:%d (%.1f MiB, idle %.0fs) to fit %s:%d in the memory budget",
+                evicted.version.name,
+                evicted.version.version,
+                evicted.memory_bytes / MIB,
+                time.monotonic() - evicted.last_used,
+                version.name,
+                version.version,
+            )
+            await self._drop(evicted)
+        if self.models_bytes + incoming > self.budget_bytes:
+            others = self.models_bytes - (
+                self._loaded[version.key].memory_bytes if version.key in self._loaded else 0
+            )
+            needed = incoming or self._loaded[version.key].memory_bytes
+            raise ResourceExhausted(
+                f"model {version.name!r} version {version.version} needs "
+                f"{needed / MIB:.1f} MiB but the memory budget is "
+                f"{self.budget_bytes / MIB:.0f} MiB (memory_budget_mb) and pinned models hold "
+                f"{others / MIB:.1f} MiB"
+            )
+
+    async def _drop(self, served: ServedModel) -> None:
+        """Stop routing to a loaded version and forget it; running requests finish on it."""
+        self._loaded.pop(served.version.key, None)
+        for route in [r for r, s in self._routes.items() if s is served]:
+            del self._routes[route]
+        served.batcher = None  # its worker holds served.predict: no cycle keeps it alive
+        await self._notify(served.version, loaded=False)
+        await asyncio.to_thread(release_free_memory)
 
     def _task_of(self, version: ModelVersion) -> Task:
         try:

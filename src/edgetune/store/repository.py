@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune.errors import AlreadyExists, InvalidArgument, NotFound
-from edgetune.store.manifest import Manifest
+from edgetune.store.manifest import MODEL_FILE, Manifest
 
 LATEST = "latest"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -48,6 +48,14 @@ class ModelVersion:
     def key(self) -> tuple[str, int]:
         """(name, version): how a loaded version is looked up."""
         return self.name, self.version
+
+    @property
+    def model_file_bytes(self) -> int:
+        """Size of model.onnx in bytes (0 when it is missing)."""
+        if MODEL_FILE in self.manifest.sizes:
+            return self.manifest.sizes[MODEL_FILE]
+        model_file = self.path / MODEL_FILE
+        return model_file.stat().st_size if model_file.exists() else 0
 
 
 class ModelRepository:

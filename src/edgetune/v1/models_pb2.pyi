@@ -25,7 +25,7 @@ class Label(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "aliases", "task", "labels", "input_kinds", "state", "base_model", "format", "size_bytes", "created", "metrics", "providers")
+    __slots__ = ("name", "version", "aliases", "task", "labels", "input_kinds", "state", "base_model", "format", "size_bytes", "created", "metrics", "providers", "memory_bytes", "pinned")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class ModelInfo(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
@@ -59,7 +61,9 @@ class ModelInfo(_message.Message):
     created: str
     metrics: _containers.ScalarMap[str, float]
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., input_kinds: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., base_model: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    memory_bytes: int
+    pinned: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., input_kinds: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., base_model: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., providers: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
     __slots__ = ("name", "versions")

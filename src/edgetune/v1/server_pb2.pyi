@@ -59,17 +59,29 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "plugins", "tasks", "execution_providers", "limits", "onnxruntime_version")
+    __slots__ = ("version", "plugins", "tasks", "execution_providers", "limits", "onnxruntime_version", "memory")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PLUGINS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
     version: str
     plugins: _containers.RepeatedCompositeFieldContainer[Plugin]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     execution_providers: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
     onnxruntime_version: str
-    def __init__(self, version: _Optional[str] = ..., plugins: _Optional[_Iterable[_Union[Plugin, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., onnxruntime_version: _Optional[str] = ...) -> None: ...
+    memory: Memory
+    def __init__(self, version: _Optional[str] = ..., plugins: _Optional[_Iterable[_Union[Plugin, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., onnxruntime_version: _Optional[str] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ...) -> None: ...
+
+class Memory(_message.Message):
+    __slots__ = ("resident_bytes", "models_bytes", "budget_bytes")
+    RESIDENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    resident_bytes: int
+    models_bytes: int
+    budget_bytes: int
+    def __init__(self, resident_bytes: _Optional[int] = ..., models_bytes: _Optional[int] = ..., budget_bytes: _Optional[int] = ...) -> None: ...
