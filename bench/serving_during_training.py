@@ -67,6 +67,8 @@ def main() -> None:
                 "import-model",
                 "--name",
                 "minilm",
+                "--task",
+                "text-classification",
                 "--labels",
                 ",".join(bbc.TOPICS),
                 "--max-length",
@@ -85,13 +87,18 @@ def main() -> None:
             dataset = jobs.UploadDataset(
                 iter(
                     [
-                        fpb.UploadDatasetRequest(header=fpb.DatasetHeader(filename="train.jsonl")),
+                        fpb.UploadDatasetRequest(
+                            header=fpb.DatasetHeader(
+                                task="text-classification", filename="train.jsonl"
+                            )
+                        ),
                         fpb.UploadDatasetRequest(chunk=data),
                     ]
                 )
             )
             job = jobs.CreateJob(
                 fpb.CreateJobRequest(
+                    task="text-classification",
                     base_path=str(base),
                     dataset_id=dataset.id,
                     model_name="bench",

@@ -58,6 +58,8 @@ def fine_tune(address: str, home: Path, train: list[dict[str, str]]) -> None:
         address,
         "--base",
         str(minilm_folder()),
+        "--task",
+        "text-classification",
         "--data",
         str(data),
         "--name",

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc import aio
 
+from edgetune import conformance
 from edgetune.plugins.manager import Plugins, build_plugins
 from edgetune.server.app import RunningServer, start_server
 from edgetune.settings import Settings
@@ -47,31 +48,8 @@ WORDS = [
 
 
 def build_tiny_bert(folder: Path, labels: list[str] | None = None, seed: int = 0) -> Path:
-    """Save a 2-layer, 32-wide BERT classifier and its WordPiece tokenizer into folder."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab += [w for w in WORDS if w not in letters] + letters + [f"##{c}" for c in letters]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    labels = labels or LABELS
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
+    """A tiny BERT sequence classifier over WORDS (the conformance kit's builder)."""
+    return conformance.build_tiny_bert(folder, labels or LABELS, WORDS, seed=seed)
 
 
 @pytest.fixture(scope="session")

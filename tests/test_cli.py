@@ -56,7 +56,15 @@ def served(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 def test_import_serve_predict_and_models(env, served, tiny_bert) -> None:
     address, _ = served
-    imported = run("import-model", "--name", "reviews", str(tiny_bert), env=env)
+    imported = run(
+        "import-model",
+        "--name",
+        "reviews",
+        "--task",
+        "text-classification",
+        str(tiny_bert),
+        env=env,
+    )
     assert imported.returncode == 0, imported.stderr
     assert "imported reviews version 1" in imported.stdout
     assert "labels: negative, neutral, positive" in imported.stdout
@@ -112,6 +120,8 @@ def test_finetune_and_jobs_commands(env, served, tiny_bert, tmp_path) -> None:
         address,
         "--base",
         str(tiny_bert),
+        "--task",
+        "text-classification",
         "--data",
         str(data),
         "--name",
@@ -150,7 +160,7 @@ def test_finetune_and_jobs_commands(env, served, tiny_bert, tmp_path) -> None:
         "x",
         env=env,
     )
-    assert bad.returncode == 2 and "missing.csv: no such file" in bad.stderr
+    assert bad.returncode == 2 and "--task is required with --base" in bad.stderr
 
 
 def test_sigterm_stops_the_server_cleanly(served) -> None:
@@ -160,11 +170,19 @@ def test_sigterm_stops_the_server_cleanly(served) -> None:
 
 
 def test_import_model_errors(env, tmp_path) -> None:
-    result = run("import-model", "--name", "x", str(tmp_path / "nowhere"), env=env)
+    result = run(
+        "import-model",
+        "--name",
+        "x",
+        "--task",
+        "text-classification",
+        str(tmp_path / "nowhere"),
+        env=env,
+    )
     assert result.returncode == 2
     assert "not a folder" in result.stderr
     result = run("import-model", "--name", "x", "--task", "nope", str(tmp_path), env=env)
-    assert "task 'nope' is not registered (known tasks: text-classification)" in result.stderr
+    assert "task 'nope' is not registered (known tasks: " in result.stderr
 
 
 def test_plugins_command(env) -> None:

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = command("import-model", cmd_import_model, home=True, plugins=True)
     imp.add_argument("--name", required=True, help="model name in the repository")
-    imp.add_argument("--task", default="text-classification", help="task (default %(default)s)")
+    imp.add_argument("--task", required=True, help="task the model serves (see `edgetune plugins`)")
     imp.add_argument("--labels", help="comma-separated labels (default: the folder's id2label)")
     imp.add_argument(
         "--max-length",

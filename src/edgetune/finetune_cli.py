@@ -15,7 +15,7 @@ from rich.table import Table
 
 from edgetune.errors import InvalidArgument
 from edgetune.v1 import finetuning_pb2 as pb
-from edgetune.v1 import finetuning_pb2_grpc
+from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
 
 CHUNK = 1 << 20
 FINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
@@ -27,13 +27,15 @@ def state_name(state: int) -> str:
     return str(pb.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
 
 
-def upload(stub: finetuning_pb2_grpc.FineTuningStub, path: Path, timeout: float) -> pb.Dataset:
-    """Stream a data-set file to the server in 1 MiB chunks."""
+def upload(
+    stub: finetuning_pb2_grpc.FineTuningStub, path: Path, task: str, timeout: float
+) -> pb.Dataset:
+    """Stream a data-set file to the server in 1 MiB chunks, to be checked for task."""
     if not path.is_file():
         raise InvalidArgument(f"{path}: no such file")
 
     def messages() -> Iterator[pb.UploadDatasetRequest]:
-        yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=path.name))
+        yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=path.name, task=task))
         with path.open("rb") as f:
             while chunk := f.read(CHUNK):
                 yield pb.UploadDatasetRequest(chunk=chunk)
@@ -59,20 +61,30 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     with grpc.insecure_channel(args.address) as channel:
         stub = finetuning_pb2_grpc.FineTuningStub(channel)
         request = pb.CreateJobRequest(
-            task=args.task,
             model_name=args.name,
             hyperparameters=hyper,
             auto_promote=not args.no_promote,
             idempotency_key=args.idempotency_key,
-            dataset_id=upload(stub, Path(args.data), args.timeout).id,
         )
+        task = args.task
         if args.base_model:
             name, _, version = args.base_model.partition(":")
             request.base_model.CopyFrom(pb.ModelRef(name=name, version=version))
+            if not task:  # continue the base model's task
+                base = models_pb2_grpc.ModelsStub(channel).GetModel(
+                    models_pb2.GetModelRequest(name=name, version=version), timeout=args.timeout
+                )
+                task = base.task
         else:
+            if not task:
+                raise InvalidArgument("--task is required with --base (see `edgetune plugins`)")
             request.base_path = str(Path(args.base).resolve())
+        request.task = task
+        request.dataset_id = upload(stub, Path(args.data), task, args.timeout).id
         if args.validation:
-            request.validation_dataset_id = upload(stub, Path(args.validation), args.timeout).id
+            request.validation_dataset_id = upload(
+                stub, Path(args.validation), task, args.timeout
+            ).id
         elif args.validation_split:
             request.validation_split = args.validation_split
         job = stub.CreateJob(request, timeout=args.timeout)
@@ -205,7 +217,9 @@ def add_commands(command: Any) -> None:
     )
     finetune.add_argument("--data", required=True, help="training data (.jsonl or .csv)")
     finetune.add_argument("--name", required=True, help="model name to publish under")
-    finetune.add_argument("--task", default="", help="task (default text-classification)")
+    finetune.add_argument(
+        "--task", default="", help="task to train; required with --base (see `edgetune plugins`)"
+    )
     finetune.add_argument("--validation", help="separate validation data file")
     finetune.add_argument(
         "--validation-split",

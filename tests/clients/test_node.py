@@ -76,6 +76,7 @@ async def test_node_watches_a_fine_tuning_job(server, channel, tiny_bert) -> Non
     jobs = finetuning_pb2_grpc.FineTuningStub(channel)
     job = await jobs.CreateJob(
         fpb.CreateJobRequest(
+            task="text-classification",
             base_path=str(tiny_bert),
             model_name="from-node",
             examples=fpb.Examples(examples=[fpb.Example(**r) for r in sentiment_rows(40)]),

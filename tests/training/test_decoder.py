@@ -57,6 +57,7 @@ async def test_gpt2_fine_tunes_and_serves_padded_batches(
     jobs = finetuning_pb2_grpc.FineTuningStub(channel)
     job = await jobs.CreateJob(
         pb.CreateJobRequest(
+            task="text-classification",
             base_path=str(tiny_gpt2),
             model_name="gpt2-sentiment",
             auto_promote=True,

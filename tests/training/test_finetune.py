@@ -19,9 +19,14 @@ def finetuning(channel: aio.Channel) -> finetuning_pb2_grpc.FineTuningStub:
     return finetuning_pb2_grpc.FineTuningStub(channel)
 
 
-async def upload(stub, data: bytes, filename: str = "train.jsonl", chunk: int = 100) -> pb.Dataset:
+TASK = "text-classification"
+
+
+async def upload(
+    stub, data: bytes, filename: str = "train.jsonl", chunk: int = 100, task: str = TASK
+) -> pb.Dataset:
     async def messages():
-        yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=filename))
+        yield pb.UploadDatasetRequest(header=pb.DatasetHeader(task=task, filename=filename))
         for start in range(0, len(data), chunk):
             yield pb.UploadDatasetRequest(chunk=data[start : start + chunk])
 
@@ -47,6 +52,7 @@ async def test_upload_train_export_publish_and_serve(
 
     job = await finetuning.CreateJob(
         pb.CreateJobRequest(
+            task="text-classification",
             base_path=str(tiny_bert),
             dataset_id=dataset.id,
             model_name="sentiment",
@@ -61,6 +67,7 @@ async def test_upload_train_export_publish_and_serve(
     )
     same = await finetuning.CreateJob(
         pb.CreateJobRequest(
+            task="text-classification",
             base_path=str(tiny_bert),
             dataset_id=dataset.id,
             model_name="sentiment",
@@ -107,6 +114,7 @@ async def test_inline_examples_and_a_repository_base(finetuning, channel, settin
     rows = sentiment_rows(40, seed=1)
     job = await finetuning.CreateJob(
         pb.CreateJobRequest(
+            # No task: it continues the repository model's task.
             base_model=pb.ModelRef(name="tiny"),  # the seeded repository model keeps its weights
             examples=pb.Examples(examples=[pb.Example(**r) for r in rows]),
             validation_split=0.25,
@@ -117,7 +125,7 @@ async def test_inline_examples_and_a_repository_base(finetuning, channel, settin
     events = await watch_to_end(finetuning, job.id)
     final = await finetuning.GetJob(pb.GetJobRequest(id=job.id))
     assert final.state == pb.JOB_STATE_SUCCEEDED, [e.message for e in events]
-    assert final.base_model == "tiny:latest"
+    assert final.base_model == "tiny:latest" and final.task == "text-classification"
     assert not final.result.promoted
     assert any("validating on 10" in e.message for e in events)
 
@@ -157,6 +165,7 @@ BAD_FILES = [
         "train.parquet",
         "cannot tell the format of 'train.parquet'",
     ),
+    (b'{"text": "a", "label": "b"}\n', "no-task.jsonl", "header.task is required (tasks: "),
 ]
 
 
@@ -170,7 +179,7 @@ async def test_bad_uploads_name_the_row(settings, plugins, data, filename, messa
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
             with pytest.raises(aio.AioRpcError) as caught:
-                await upload(stub, data, filename)
+                await upload(stub, data, filename, task="" if filename == "no-task.jsonl" else TASK)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert message in caught.value.details()
         assert not any((settings.datasets_dir / ".incoming").iterdir())  # nothing left behind
@@ -236,10 +245,27 @@ async def test_bad_jobs_are_refused_before_training(finetuning, tiny_bert, tmp_p
             dict(base_model=pb.ModelRef(name="ghost"), dataset_id=good.id, model_name="m"),
             "model 'ghost' not found",
         ),
+        (
+            dict(base_path=base, dataset_id=good.id, model_name="m", task=""),
+            "task is required (tasks: ",
+        ),
+        (
+            dict(
+                base_path=base,
+                dataset_id=good.id,
+                model_name="m",
+                task="multi-label-classification",
+            ),
+            f"dataset_id {good.id} was checked for task 'text-classification', not "
+            "'multi-label-classification'",
+        ),
     ]
     for fields, message in cases:
+        request = {"task": TASK, **fields}
+        if "base_model" in fields and not fields.get("task"):
+            del request["task"]  # the base model's task, once it is found
         with pytest.raises(aio.AioRpcError) as caught:
-            await finetuning.CreateJob(pb.CreateJobRequest(**fields))
+            await finetuning.CreateJob(pb.CreateJobRequest(**request))
         assert caught.value.code() in (
             grpc.StatusCode.INVALID_ARGUMENT,
             grpc.StatusCode.NOT_FOUND,

@@ -58,6 +58,7 @@ async def test_cancel_stops_the_process_and_removes_partial_files(
     dataset = await upload(finetuning, jsonl(sentiment_rows(200)))
     job = await finetuning.CreateJob(
         pb.CreateJobRequest(
+            task="text-classification",
             base_path=str(tiny_bert),
             dataset_id=dataset.id,
             model_name="cancel-me",
@@ -84,8 +85,12 @@ async def test_cancel_stops_the_process_and_removes_partial_files(
 async def test_queued_jobs_wait_for_a_slot_and_can_be_cancelled(finetuning, tiny_bert) -> None:
     dataset = await upload(finetuning, jsonl(sentiment_rows(200)))
     request = dict(base_path=str(tiny_bert), dataset_id=dataset.id, hyperparameters=SLOW)
-    first = await finetuning.CreateJob(pb.CreateJobRequest(model_name="a", **request))
-    second = await finetuning.CreateJob(pb.CreateJobRequest(model_name="b", **request))
+    first = await finetuning.CreateJob(
+        pb.CreateJobRequest(task="text-classification", model_name="a", **request)
+    )
+    second = await finetuning.CreateJob(
+        pb.CreateJobRequest(task="text-classification", model_name="b", **request)
+    )
     assert second.state == pb.JOB_STATE_QUEUED  # one job at a time by default
     cancelled = await finetuning.CancelJob(pb.CancelJobRequest(id=second.id))
     assert cancelled.state == pb.JOB_STATE_CANCELLED
@@ -107,6 +112,7 @@ async def test_graceful_shutdown_requeues_a_running_job(settings, plugins, tiny_
         dataset = await upload(stub, jsonl(sentiment_rows(200)))
         job = await stub.CreateJob(
             pb.CreateJobRequest(
+                task="text-classification",
                 base_path=str(tiny_bert),
                 dataset_id=dataset.id,
                 model_name="later",
@@ -138,6 +144,7 @@ async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
     workers = [asyncio.create_task(traffic(versions)) for versions in seen]
     job = await finetuning.CreateJob(
         pb.CreateJobRequest(
+            task="text-classification",
             base_model=pb.ModelRef(name="tiny"),
             examples=pb.Examples(examples=[pb.Example(**r) for r in sentiment_rows(40)]),
             model_name="tiny",
@@ -196,7 +203,9 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
             dataset = stub.UploadDataset(
                 iter(
                     [
-                        pb.UploadDatasetRequest(header=pb.DatasetHeader(filename="d.jsonl")),
+                        pb.UploadDatasetRequest(
+                            header=pb.DatasetHeader(task="text-classification", filename="d.jsonl")
+                        ),
                         pb.UploadDatasetRequest(chunk=data),
                     ]
                 )
@@ -204,6 +213,7 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
             hp = pb.Hyperparameters(epochs=3, learning_rate=1e-3, batch_size=4, max_length=16)
             job = stub.CreateJob(
                 pb.CreateJobRequest(
+                    task="text-classification",
                     base_path=str(tiny_bert),
                     dataset_id=dataset.id,
                     model_name="survivor",

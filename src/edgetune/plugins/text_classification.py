@@ -204,11 +204,13 @@ class TextClassification(Task):
                     f"row {row}: label {label!r} is not one of the training labels"
                 )
             label_ids.append(index[label])
-        texts = [str(e["text"]) for e in examples]
-        has_pairs = [bool(e.get("text_pair")) for e in examples]
+        # Through example_input, so a subclass with other field names reuses all of this.
+        inputs = [self.example_input(e) for e in examples]
+        texts = [item.text for item in inputs if isinstance(item, Text | TextPair)]
+        has_pairs = [isinstance(item, TextPair) for item in inputs]
         if any(has_pairs) and not all(has_pairs):
             raise InvalidArgument("field 'text_pair' must be on every row or on none")
-        pairs = [str(e["text_pair"]) for e in examples] if any(has_pairs) else None
+        pairs = [item.text_pair for item in inputs if isinstance(item, TextPair)] or None
         encoded = preprocessor(texts, pairs, truncation=True, max_length=max_length)
         return [
             {**{key: values[i] for key, values in encoded.items()}, "labels": label_ids[i]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -17,7 +17,6 @@ from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc
 
 Context = Any  # grpc.aio.ServicerContext
-DEFAULT_TASK = "text-classification"
 MAX_PAGE_SIZE = 500
 
 STATES = {state: pb.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState}
@@ -44,6 +43,8 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
                     if part != "header":
                         raise InvalidArgument("the first UploadDataset message must be a header")
                     header = message.header
+                    if not header.task:
+                        self._no_task("header.task")
                 elif part == "chunk":
                     upload.write(message.chunk)
                 else:
@@ -59,7 +60,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
             upload,
             header.format,
             header.filename,
-            header.task or DEFAULT_TASK,
+            header.task,
         )
         return dataset_to_pb(info)
 
@@ -68,14 +69,37 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
         spec = await self._spec(request)
         return job_to_pb(await self.jobs.create(spec))
 
+    def _no_task(self, field: str) -> NoReturn:
+        known = ", ".join(sorted(self.jobs.plugins.tasks))
+        raise InvalidArgument(f"{field} is required (tasks: {known})")
+
+    async def _task(self, request: pb.CreateJobRequest) -> str:
+        """The request's task; by default the task of the repository model it starts from."""
+        if request.task:
+            return self.jobs.plugins.task(request.task).name
+        if request.WhichOneof("base") == "base_model" and request.base_model.name:
+            base = await asyncio.to_thread(
+                self.jobs.repository.resolve, request.base_model.name, request.base_model.version
+            )
+            return base.manifest.task
+        self._no_task("task")
+
+    def _check_dataset(self, field: str, dataset_id: str, task: str) -> None:
+        checked_for = self.datasets.get(dataset_id).task
+        if checked_for != task:
+            raise InvalidArgument(
+                f"{field} {dataset_id} was checked for task {checked_for!r}, not {task!r}: "
+                f"upload it with header.task = {task!r}"
+            )
+
     async def _spec(self, request: pb.CreateJobRequest) -> JobSpec:
-        task = request.task or DEFAULT_TASK
         if not request.model_name:
             raise InvalidArgument("model_name is required")
+        task = await self._task(request)
         match request.WhichOneof("data"):
             case "dataset_id":
                 dataset_id = request.dataset_id
-                self.datasets.get(dataset_id)
+                self._check_dataset("dataset_id", dataset_id, task)
             case "examples":
                 rows = [
                     {
@@ -110,7 +134,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
             fields["base_version"] = request.base_model.version
         match request.WhichOneof("validation"):
             case "validation_dataset_id":
-                self.datasets.get(request.validation_dataset_id)
+                self._check_dataset("validation_dataset_id", request.validation_dataset_id, task)
                 fields["validation_dataset_id"] = request.validation_dataset_id
             case "validation_split":
                 fields["validation_split"] = request.validation_split
