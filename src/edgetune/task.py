@@ -147,7 +147,7 @@ class Task(ABC):
     """A kind of model edgetune can build, train, export and serve."""
 
     name: ClassVar[str]
-    """Unique task name, e.g. "text-classification"; stored in every manifest."""
+    """Unique task name (kebab-case by convention); stored in every manifest."""
     description: ClassVar[str]
     """One line shown by `edgetune plugins` and GetServerInfo."""
     input_kinds: ClassVar[tuple[type[Input], ...]]
@@ -157,6 +157,10 @@ class Task(ABC):
 
     selection_metric: ClassVar[str] = "f1"
     """The validation metric that picks the best checkpoint and drives early stopping."""
+    returns_spans: ClassVar[bool] = False
+    """Whether results carry spans (labelled parts of a text input); the v2 protocol then
+    offers a `spans` output."""
+
     gate_metric: ClassVar[str] = "accuracy"
     """The metric the int8-vs-fp32 accuracy gate compares."""
 

@@ -138,7 +138,7 @@ BAD = [
     (
         dict(model_name="tiny", inputs=[]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input 'text' (BYTES) or 'input_ids' (INT64) is required",
+        "input 'text' or 'image' (BYTES) or 'input_ids' (INT64) is required",
     ),
     (
         dict(

@@ -4,6 +4,7 @@ edgetune.v1.Classify, so both protocols give the same answers and the same error
 
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +18,13 @@ from edgetune.kserve import grpc_predict_v2_pb2_grpc
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.store import ModelRepository
-from edgetune.task import Input, Text, TextPair, TokenIds
+from edgetune.task import Image, Input, Result, Text, TextPair, TokenIds
 
 Context = Any  # grpc.aio.ServicerContext
 PLATFORM = "onnxruntime_onnx"
 TEXT, TEXT_PAIR, INPUT_IDS, ATTENTION_MASK = "text", "text_pair", "input_ids", "attention_mask"
-LABELS, SCORES = "labels", "scores"
+IMAGE = "image"
+LABELS, SCORES, SPANS = "labels", "scores", "spans"
 Tensor = pb.ModelMetadataResponse.TensorMetadata
 
 
@@ -91,53 +93,51 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         if TokenIds in kinds:
             inputs.append(Tensor(name=INPUT_IDS, datatype="INT64", shape=[-1, -1]))
             inputs.append(Tensor(name=ATTENTION_MASK, datatype="INT64", shape=[-1, -1]))
+        if Image in kinds:
+            inputs.append(Tensor(name=IMAGE, datatype="BYTES", shape=[-1]))
+        outputs = [
+            Tensor(name=LABELS, datatype="BYTES", shape=[-1]),
+            Tensor(name=SCORES, datatype="FP32", shape=[-1, len(version.manifest.labels)]),
+        ]
+        if task is not None and task.returns_spans:
+            outputs.append(Tensor(name=SPANS, datatype="BYTES", shape=[-1]))
         return pb.ModelMetadataResponse(
             name=version.name,
             versions=[str(v) for v in self.repository.versions(version.name)],
             platform=PLATFORM,
             inputs=inputs,
-            outputs=[
-                Tensor(name=LABELS, datatype="BYTES", shape=[-1]),
-                Tensor(name=SCORES, datatype="FP32", shape=[-1, len(version.manifest.labels)]),
-            ],
+            outputs=outputs,
         )
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        """Tensors in, classify, tensors out (raw when the request was raw)."""
-        wanted = [output.name for output in request.outputs] or [LABELS, SCORES]
-        for index, name in enumerate(wanted):
-            if name not in (LABELS, SCORES):
-                raise InvalidArgument(
-                    f"outputs[{index}]: unknown output {name!r}; "
-                    f"this model returns {LABELS!r} and {SCORES!r}"
-                )
+        """Tensors in, classify, tensors out (raw when the request was raw).
+
+        `labels`: the best label per input ("" when a task answers with spans only);
+        `scores`: every label's score per input, in the model's label order (0 for a label
+        the task did not score); `spans` (tasks that return spans): per input, a JSON list
+        of {"start", "end", "label", "score", "text"}.
+        """
         answer = await self.service.classify(
             request.model_name, request.model_version, inputs_from_tensors(request)
         )
-        labels = answer.version.manifest.labels
-        best = [result.labels[0].label for result in answer.results]
-        by_label = [{s.label: s.score for s in r.labels} for r in answer.results]
-        scores = np.array(
-            [[row[label] for label in labels] for row in by_label],
-            dtype=np.float32,
-        )
+        task = self.registry.plugins.tasks.get(answer.version.manifest.task)
+        offered = [LABELS, SCORES] + ([SPANS] if task is not None and task.returns_spans else [])
+        wanted = [output.name for output in request.outputs] or offered
+        for index, name in enumerate(wanted):
+            if name not in offered:
+                raise InvalidArgument(
+                    f"outputs[{index}]: unknown output {name!r}; this model returns "
+                    + ", ".join(repr(o) for o in offered)
+                )
         response = pb.ModelInferResponse(
             model_name=answer.version.name, model_version=str(answer.version.version), id=request.id
         )
         raw = bool(request.raw_input_contents)
         for name in wanted:
-            if name == LABELS:
-                tensor = response.outputs.add(name=LABELS, datatype="BYTES", shape=[len(best)])
-                encoded = [label.encode() for label in best]
-                if raw:
-                    response.raw_output_contents.append(
-                        b"".join(struct.pack("<I", len(e)) + e for e in encoded)
-                    )
-                else:
-                    tensor.contents.bytes_contents.extend(encoded)
-            else:
+            if name == SCORES:
+                scores = _scores(answer.results, answer.version.manifest.labels)
                 tensor = response.outputs.add(
                     name=SCORES, datatype="FP32", shape=list(scores.shape)
                 )
@@ -145,7 +145,35 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                     response.raw_output_contents.append(scores.astype("<f4").tobytes())
                 else:
                     tensor.contents.fp32_contents.extend(scores.ravel().tolist())
+                continue
+            if name == LABELS:
+                elements = [
+                    (r.labels[0].label if r.labels else "").encode() for r in answer.results
+                ]
+            else:
+                elements = [_spans_json(r).encode() for r in answer.results]
+            tensor = response.outputs.add(name=name, datatype="BYTES", shape=[len(elements)])
+            if raw:
+                response.raw_output_contents.append(
+                    b"".join(struct.pack("<I", len(e)) + e for e in elements)
+                )
+            else:
+                tensor.contents.bytes_contents.extend(elements)
         return response
+
+
+def _scores(results: list[Result], labels: list[str]) -> np.ndarray[Any, Any]:
+    by_label = [{s.label: s.score for s in r.labels} for r in results]
+    return np.array([[row.get(label, 0.0) for label in labels] for row in by_label], np.float32)
+
+
+def _spans_json(result: Result) -> str:
+    return json.dumps(
+        [
+            {"start": s.start, "end": s.end, "label": s.label, "score": s.score, "text": s.text}
+            for s in result.spans
+        ]
+    )
 
 
 def inputs_from_tensors(request: pb.ModelInferRequest) -> list[Input]:
@@ -161,13 +189,17 @@ def inputs_from_tensors(request: pb.ModelInferRequest) -> list[Input]:
             raise InvalidArgument(f"input {tensor.name!r} is given twice")
         if tensor.name in (TEXT, TEXT_PAIR):
             tensors[tensor.name] = _text(tensor, raw[index] if raw else None)
+        elif tensor.name == IMAGE:
+            tensors[IMAGE] = _bytes_elements(tensor, raw[index] if raw else None)
         elif tensor.name in (INPUT_IDS, ATTENTION_MASK):
             tensors[tensor.name] = _int64_matrix(tensor, raw[index] if raw else None)
         else:
             raise InvalidArgument(
                 f"inputs[{index}]: unknown input {tensor.name!r}; "
-                f"give {TEXT!r} (BYTES) or {INPUT_IDS!r} (INT64)"
+                f"give {TEXT!r} or {IMAGE!r} (BYTES) or {INPUT_IDS!r} (INT64)"
             )
+    if IMAGE in tensors:
+        return [Image(data) for data in tensors[IMAGE]]
     if TEXT in tensors:
         texts = tensors[TEXT]
         if TEXT_PAIR not in tensors:
@@ -190,7 +222,9 @@ def inputs_from_tensors(request: pb.ModelInferRequest) -> list[Input]:
             TokenIds(tuple(row.tolist()), tuple(mask[i].tolist()) if mask is not None else ())
             for i, row in enumerate(ids)
         ]
-    raise InvalidArgument(f"input {TEXT!r} (BYTES) or {INPUT_IDS!r} (INT64) is required")
+    raise InvalidArgument(
+        f"input {TEXT!r} or {IMAGE!r} (BYTES) or {INPUT_IDS!r} (INT64) is required"
+    )
 
 
 def _check_datatype(tensor: Any, expected: str) -> None:
@@ -201,6 +235,17 @@ def _check_datatype(tensor: Any, expected: str) -> None:
 
 
 def _text(tensor: Any, raw: bytes | None) -> list[str]:
+    texts = []
+    for i, element in enumerate(_bytes_elements(tensor, raw)):
+        try:
+            texts.append(element.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidArgument(f"input {tensor.name!r}[{i}] is not valid UTF-8") from None
+    return texts
+
+
+def _bytes_elements(tensor: Any, raw: bytes | None) -> list[bytes]:
+    """The elements of a [batch] or [batch, 1] BYTES tensor."""
     _check_datatype(tensor, "BYTES")
     shape = list(tensor.shape)
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
@@ -214,13 +259,7 @@ def _text(tensor: Any, raw: bytes | None) -> list[str]:
         raise InvalidArgument(
             f"input {tensor.name!r}: shape {shape} needs {shape[0]} elements, got {len(elements)}"
         )
-    texts = []
-    for i, element in enumerate(elements):
-        try:
-            texts.append(element.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise InvalidArgument(f"input {tensor.name!r}[{i}] is not valid UTF-8") from None
-    return texts
+    return elements
 
 
 def _split_bytes(name: str, raw: bytes) -> list[bytes]:
