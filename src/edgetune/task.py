@@ -238,3 +238,28 @@ def softmax(logits: Array) -> npt.NDArray[np.float32]:
     exp = np.exp(shifted.astype(np.float32))
     result: npt.NDArray[np.float32] = exp / exp.sum(axis=-1, keepdims=True)
     return result
+
+
+IGNORE_INDEX = -100
+"""Fill for targets that are padded to a common length (e.g. one target per token, texts
+of different lengths): tasks with per-position targets leave such positions unscored,
+as torch's cross-entropy and transformers' collators do."""
+
+
+def pad_to_longest(arrays: Sequence[Array], fill: float, *, from_axis: int = 0) -> list[Array]:
+    """The arrays padded at the end of each axis from `from_axis` on to the largest size
+    among them, so that they stack (or, with from_axis=1, concatenate); returned unchanged
+    when those sizes already agree.
+
+    Per-token outputs differ in sequence length from batch to batch (and per-token targets
+    from example to example); whole-input outputs and targets always agree.
+    """
+    if len({a.shape[from_axis:] for a in arrays}) <= 1:
+        return list(arrays)
+    longest = np.max([a.shape[from_axis:] for a in arrays], axis=0)
+    padded = []
+    for array in arrays:
+        growth = [int(n - size) for n, size in zip(longest, array.shape[from_axis:], strict=True)]
+        widths = [(0, 0)] * from_axis + [(0, extra) for extra in growth]
+        padded.append(np.pad(array, widths, constant_values=fill))
+    return padded

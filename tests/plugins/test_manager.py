@@ -15,13 +15,21 @@ def test_builtins_are_plugins() -> None:
     plugins = build_plugins(autoload=False)
     assert [(i.name, i.origin) for i in plugins.infos] == [
         ("edgetune.plugins.text_classification", BUILTIN),
+        ("edgetune.plugins.multi_label", BUILTIN),
+        ("edgetune.plugins.token_classification", BUILTIN),
+        ("edgetune.plugins.image_classification", BUILTIN),
         ("edgetune.plugins.readers", BUILTIN),
     ]
     assert plugins.reader_plugins == {
         "jsonl": "edgetune.plugins.readers",
         "csv": "edgetune.plugins.readers",
     }
-    assert plugins.task_plugins == {"text-classification": "edgetune.plugins.text_classification"}
+    assert plugins.task_plugins == {
+        "text-classification": "edgetune.plugins.text_classification",
+        "multi-label-classification": "edgetune.plugins.multi_label",
+        "token-classification": "edgetune.plugins.token_classification",
+        "image-classification": "edgetune.plugins.image_classification",
+    }
 
 
 def test_entry_point_plugin_is_discovered_with_its_distribution(site: Path) -> None:

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from edgetune.serving.session import session_options
 from edgetune.store import Manifest
-from edgetune.task import ModelFiles, Task, TaskRuntime
+from edgetune.task import IGNORE_INDEX, ModelFiles, Task, TaskRuntime, pad_to_longest
 
 BATCH = 32
 
@@ -44,7 +44,13 @@ def evaluate(
     examples: Sequence[Mapping[str, Any]],
     label_ids: Sequence[Any],
 ) -> dict[str, float]:
-    """The task's metrics for an ONNX model on labelled examples, encoded as in serving."""
+    """The task's metrics for an ONNX model on labelled examples, encoded as in serving.
+
+    :param label_ids: the training targets of the examples (their features' "labels").
+        Per-token targets must sit at the token positions of the runtime's encoding (the
+        task tokenizes for training as its runtime does for serving); ragged ones are
+        padded with `IGNORE_INDEX` and the outputs with zeros to the longest.
+    """
     session, runtime = open_model(task, folder, model_file, manifest)
     outputs = []
     for start in range(0, len(examples), BATCH):
@@ -52,7 +58,10 @@ def evaluate(
         encoded = runtime.encode(inputs)
         logits = session.run(None, encoded.feeds)[0]
         outputs.extend(list(logits))
-    return task.compute_metrics(np.stack(outputs), np.asarray(label_ids), manifest.labels)
+    targets = pad_to_longest([np.asarray(t) for t in label_ids], IGNORE_INDEX)
+    return task.compute_metrics(
+        np.stack(pad_to_longest(outputs, 0)), np.stack(targets), manifest.labels
+    )
 
 
 def latency_ms(

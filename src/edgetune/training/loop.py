@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from edgetune.task import Task
+from edgetune.task import IGNORE_INDEX, Task, pad_to_longest
 from edgetune.training.spec import Hyperparameters
 from edgetune.training.store import Checkpoint
 
@@ -71,7 +71,11 @@ class Outcome:
 def evaluate(
     model: Any, task: Task, loader: DataLoader[Any], labels: Sequence[str]
 ) -> dict[str, float]:
-    """The task's metrics of a torch model on a loader, plus the mean validation "loss"."""
+    """The task's metrics of a torch model on a loader, plus the mean validation "loss".
+
+    Batches of per-token outputs differ in length; they are padded to the longest (targets
+    with `IGNORE_INDEX`) before they are joined.
+    """
     model.eval()
     logits, targets, losses = [], [], []
     with torch.inference_mode():
@@ -81,7 +85,11 @@ def evaluate(
             targets.append(batch["labels"].numpy())
             losses.append(float(output.loss) * len(batch["labels"]))
     model.train()
-    metrics = task.compute_metrics(np.concatenate(logits), np.concatenate(targets), labels)
+    metrics = task.compute_metrics(
+        np.concatenate(pad_to_longest(logits, 0, from_axis=1)),
+        np.concatenate(pad_to_longest(targets, IGNORE_INDEX, from_axis=1)),
+        labels,
+    )
     metrics["loss"] = sum(losses) / sum(len(t) for t in targets)
     return metrics
 
