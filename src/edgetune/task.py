@@ -221,6 +221,13 @@ class Task(ABC):
         """
         return {}
 
+    def calibrate(self, options: dict[str, Any], metrics: Mapping[str, float]) -> dict[str, Any]:
+        """Serving options adjusted from the exported fp32 model's validation metrics, e.g.
+        decision thresholds tuned on the validation data; the result is what the manifest
+        keeps. Called once per job, after export and before the int8 gate. Default: as is.
+        """
+        return options
+
     # -- serve: numpy, onnxruntime and tokenizers only --
 
     @abstractmethod

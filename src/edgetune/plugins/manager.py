@@ -25,7 +25,13 @@ from edgetune.task import Task
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PLUGINS = ("edgetune.plugins.text_classification", "edgetune.plugins.readers")
+BUILTIN_PLUGINS = (
+    "edgetune.plugins.text_classification",
+    "edgetune.plugins.multi_label",
+    "edgetune.plugins.token_classification",
+    "edgetune.plugins.image_classification",
+    "edgetune.plugins.readers",
+)
 """Modules of the built-in plugins, registered through the same hooks as third-party ones."""
 
 BUILTIN, ENTRY_POINT, MODULE = "builtin", "entry-point", "module"

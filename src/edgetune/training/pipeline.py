@@ -185,6 +185,7 @@ def publish(
             },
         )
         fp32 = evaluate(task, staged, MODEL_FILE, manifest, val_rows, val_label_ids)
+        manifest.task_options = task.calibrate(manifest.task_options, fp32)
         chosen, int8, gate = choose_int8(
             task, settings, staged, manifest, fp32, val_rows, val_label_ids
         )
