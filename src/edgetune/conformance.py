@@ -192,8 +192,7 @@ class TaskConformance:
         expected = runtime.decode(session.run(None, encoded.feeds), encoded, 0)
         served = published["results"]
         assert len(served) == len(expected)
-        for index, (got, want) in enumerate(zip(served, expected, strict=True)):
-            assert got.labels or got.spans, f"serving_inputs[{index}] got an empty result"
+        for got, want in zip(served, expected, strict=True):
             assert [s.label for s in got.labels] == [s.label for s in want.labels]
             np.testing.assert_allclose(
                 [s.score for s in got.labels], [s.score for s in want.labels], atol=1e-5

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ import pytest
 from grpc import aio
 from tokenizers import Tokenizer
 
+from edgetune.conformance import TaskConformance, build_tiny_bert
 from edgetune.plugins.multi_label import MultiLabelClassification, tune_thresholds
 from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
@@ -311,3 +313,18 @@ def test_calibrate_serves_the_thresholds_tuned_on_validation() -> None:
     calibrated = MultiLabelClassification().calibrate(options, metrics)
     assert calibrated == {"max_length": 16, "thresholds": {"plot": 0.35, "fun": 0.62}}
     assert options["thresholds"] == {"plot": 0.5, "fun": 0.5}  # the input is not changed
+
+
+class TestMultiLabelConformance(TaskConformance):
+    """The plugin kit on this task."""
+
+    task_name = TASK
+    train_rows = tuple(tagged_rows(48, seed=5))
+    serving_inputs = tuple(ipb.Input(text=r["text"]) for r in tagged_rows(4, seed=6))
+    bad_rows = tuple((row, message.removeprefix("row 2: ")) for row, message in BAD_ROWS)
+    bad_inputs = (
+        (ipb.Input(text_pair=ipb.TextPair(text="a", text_pair="b")), "does not take text_pair"),
+    )
+
+    def build_base(self, folder: Path) -> None:
+        build_tiny_bert(folder, LABELS, [*FILLER, *KEYWORDS])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from conftest import WORDS
 from grpc import aio
 
-from edgetune.exporters.evaluate import pad_to_longest
+from edgetune.conformance import TaskConformance, build_tiny_bert
 from edgetune.kserve import grpc_predict_v2_pb2 as kpb
 from edgetune.kserve import grpc_predict_v2_pb2_grpc
 from edgetune.plugins.token_classification import (
@@ -22,7 +23,7 @@ from edgetune.plugins.token_classification import (
     entity_metrics,
 )
 from edgetune.store import Manifest
-from edgetune.task import ModelFiles, Text
+from edgetune.task import ModelFiles, Text, pad_to_longest
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
@@ -316,3 +317,21 @@ async def test_train_export_and_serve_entities(finetuning, channel, tiny_bert) -
             ipb.ClassifyRequest(model="ner", inputs=[ipb.Input(tokens=ipb.TokenIds(ids=[2, 3]))])
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TestTokenClassificationConformance(TaskConformance):
+    """The plugin kit on this task: its span answers must equal the runtime's own."""
+
+    task_name = TASK
+    train_rows = tuple(ner_rows(60, seed=3))
+    serving_inputs = tuple(ipb.Input(text=" ".join(r["tokens"])) for r in ner_rows(4, seed=4))
+    bad_rows = tuple((row, message.removeprefix("row 2: ")) for row, message in BAD_ROWS)
+    bad_inputs = ((ipb.Input(tokens=ipb.TokenIds(ids=[5, 6])), "does not take tokens"),)
+    # Trained enough to find entities, so the span comparison has spans to compare.
+    hyperparameters = pb.Hyperparameters(epochs=6, learning_rate=5e-3, batch_size=16, max_length=32)
+
+    def test_the_served_answers_have_spans(self, published: dict[str, Any]) -> None:
+        assert any(result.spans for result in published["results"])
+
+    def build_base(self, folder: Path) -> None:
+        build_tiny_bert(folder, TAGS, WORDS, token_task=True)

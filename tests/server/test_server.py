@@ -22,10 +22,18 @@ async def test_server_info(channel) -> None:
     assert info.version == edgetune.__version__
     assert [(p.name, p.origin) for p in info.plugins] == [
         ("edgetune.plugins.text_classification", pb.PLUGIN_ORIGIN_BUILTIN),
+        ("edgetune.plugins.multi_label", pb.PLUGIN_ORIGIN_BUILTIN),
+        ("edgetune.plugins.token_classification", pb.PLUGIN_ORIGIN_BUILTIN),
+        ("edgetune.plugins.image_classification", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.readers", pb.PLUGIN_ORIGIN_BUILTIN),
     ]
-    (task,) = info.tasks
-    assert task.name == "text-classification"
+    assert [t.name for t in info.tasks] == [
+        "image-classification",
+        "multi-label-classification",
+        "text-classification",
+        "token-classification",
+    ]
+    task = next(t for t in info.tasks if t.name == "text-classification")
     assert task.plugin == "edgetune.plugins.text_classification"
     assert list(task.input_kinds) == ["text", "text_pair", "tokens"]
     assert list(info.execution_providers) == ["CPUExecutionProvider"]

@@ -40,7 +40,7 @@ async def test_entry_point_task_is_listed_imported_and_served(
             plugin = next(p for p in info.plugins if p.name == "sentiment")
             assert plugin.origin == server_pb2.PLUGIN_ORIGIN_ENTRY_POINT
             assert (plugin.distribution, plugin.distribution_version) == ("acme-tasks", "1.2.0")
-            assert {t.name for t in info.tasks} == {"text-classification", "fake-sentiment"}
+            assert "fake-sentiment" in {t.name for t in info.tasks}
             reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
                 pb.ClassifyRequest(model="reviews", inputs=[pb.Input(text="good fun")])
             )
@@ -68,5 +68,6 @@ async def test_model_whose_task_plugin_is_gone_is_refused(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert caught.value.details() == (
         "model 'orphan' version 1 cannot be served: task 'fake-sentiment' is not registered "
-        "(known tasks: text-classification)"
+        "(known tasks: image-classification, multi-label-classification, "
+        "text-classification, token-classification)"
     )
