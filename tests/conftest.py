@@ -3,6 +3,8 @@ repository holding it, and an in-process gRPC server on port 0."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -50,6 +52,19 @@ WORDS = [
 def build_tiny_bert(folder: Path, labels: list[str] | None = None, seed: int = 0) -> Path:
     """A tiny BERT sequence classifier over WORDS (the conformance kit's builder)."""
     return conformance.build_tiny_bert(folder, labels or LABELS, WORDS, seed=seed)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def base_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fine-tune requests may name base models anywhere under pytest's temporary folder
+    (where the tiny models are built); servers started in or from this process inherit it."""
+    previous = os.environ.get("EDGETUNE_BASE_DIRS")
+    os.environ["EDGETUNE_BASE_DIRS"] = json.dumps([str(tmp_path_factory.getbasetemp())])
+    yield
+    if previous is None:
+        del os.environ["EDGETUNE_BASE_DIRS"]
+    else:
+        os.environ["EDGETUNE_BASE_DIRS"] = previous
 
 
 @pytest.fixture(scope="session")

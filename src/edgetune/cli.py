@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from edgetune.client import open_channel
 from edgetune.errors import EdgetuneError, InvalidArgument
 from edgetune.settings import Settings
 
@@ -22,9 +23,20 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         key: value
-        for key in ("home", "host", "port", "log_level")
+        for key in (
+            "home",
+            "host",
+            "port",
+            "log_level",
+            "tls_cert_file",
+            "tls_key_file",
+            "tls_client_ca_file",
+            "auth",
+        )
         if (value := getattr(args, key, None)) is not None
     }
+    if getattr(args, "insecure", False):
+        overrides["insecure"] = True
     settings = Settings(**overrides)
     settings.plugins = [*settings.plugins, *getattr(args, "plugin", [])]
     return settings
@@ -72,8 +84,37 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Create, list or revoke bearer tokens (stored hashed in <home>/auth/tokens.json)."""
+    from edgetune.plugins.token_auth import TokenStore
+
+    store = TokenStore(_settings(args).home)
+    if args.action == "create":
+        if not args.name:
+            raise InvalidArgument("tokens create needs a name")
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+        secret = store.create(args.name, scopes)
+        print(f"token {args.name} ({', '.join(sorted(scopes))}); shown once, store it now:")
+        print(secret)
+    elif args.action == "list":
+        for token in store.load():
+            print(f"{token.name:24} {','.join(sorted(token.scopes))}")
+    else:
+        if not args.name:
+            raise InvalidArgument("tokens revoke needs a name")
+        store.revoke(args.name)
+        print(f"revoked {args.name}")
+    return 0
+
+
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    return grpc.insecure_channel(args.address)
+    return open_channel(
+        args.address,
+        ca_file=args.tls_ca,
+        cert_file=args.tls_cert,
+        key_file=args.tls_key,
+        token=args.token,
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -202,12 +243,43 @@ def build_parser() -> argparse.ArgumentParser:
                 help="server HOST:PORT (default: $EDGETUNE_ADDRESS or %(default)s)",
             )
             sub.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+            sub.add_argument(
+                "--tls-ca", dest="tls_ca", type=Path, help="CA bundle (PEM): connect with TLS"
+            )
+            sub.add_argument(
+                "--tls-cert", dest="tls_cert", type=Path, help="client certificate (mutual TLS)"
+            )
+            sub.add_argument("--tls-key", dest="tls_key", type=Path, help="client private key")
+            sub.add_argument(
+                "--token",
+                default=os.environ.get("EDGETUNE_TOKEN", ""),
+                help="bearer token (default: $EDGETUNE_TOKEN)",
+            )
         return sub
 
     serve = command("serve", cmd_serve, home=True, plugins=True)
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks one)")
     serve.add_argument("--log-level", dest="log_level", help="logging level (default INFO)")
+    serve.add_argument("--tls-cert", dest="tls_cert_file", type=Path, help="server certificate")
+    serve.add_argument("--tls-key", dest="tls_key_file", type=Path, help="server private key")
+    serve.add_argument(
+        "--tls-client-ca",
+        dest="tls_client_ca_file",
+        type=Path,
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    serve.add_argument(
+        "--insecure", action="store_true", help="allow plaintext on a non-loopback address"
+    )
+    serve.add_argument("--auth", help='authenticator, e.g. "token" (default: none)')
+
+    tokens = command("tokens", cmd_tokens, home=True)
+    tokens.add_argument("action", choices=["create", "list", "revoke"])
+    tokens.add_argument("name", nargs="?", default="", help="token name (create, revoke)")
+    tokens.add_argument(
+        "--scopes", default="infer", help="comma-separated: infer, finetune, admin (create)"
+    )
 
     imp = command("import-model", cmd_import_model, home=True, plugins=True)
     imp.add_argument("--name", required=True, help="model name in the repository")

@@ -217,6 +217,7 @@ class TaskConformance:
             port=0,
             plugins=list(self.plugin_modules),
             train_threads=1,
+            base_dirs=[base],
         )
         running = await start_server(settings, build_plugins(self.plugin_modules))
         try:

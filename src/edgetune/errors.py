@@ -56,6 +56,18 @@ class Unavailable(EdgetuneError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unauthenticated(EdgetuneError):
+    """The call carries no credentials, or credentials the server does not accept."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(EdgetuneError):
+    """The caller is known but lacks the scope the method needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ModelLoadError(EdgetuneError):
     """A model version on disk cannot be loaded (corrupt, wrong checksum, bad manifest)."""
 

@@ -32,6 +32,28 @@ class Settings(BaseSettings):
     port: int = Field(default=50051, ge=0, le=65535)
     """Port the gRPC server binds to; 0 picks a free port."""
 
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the server; with tls_key_file, the server speaks only TLS."""
+
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file."""
+
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle for mutual TLS: clients must present a certificate it signed."""
+
+    insecure: bool = False
+    """Serve plaintext on a non-loopback address (a warning is logged). Without TLS and
+    without this, the server only starts on a loopback address."""
+
+    base_dirs: list[Path] = Field(default_factory=list)
+    """Folders besides `<home>/bases` that a fine-tune request's base_path may name a model
+    in; a path that resolves (symlinks followed) outside all of them is refused."""
+
+    auth: str = ""
+    """Authenticator for every call except health, reflection and v2 liveness/readiness:
+    "token" (built-in bearer tokens with scopes, see `edgetune tokens`) or one a plugin
+    registers; empty = no authentication."""
+
     max_batch_size: int = Field(default=64, ge=1)
     """Most inputs accepted in one Classify call."""
 
@@ -102,6 +124,14 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     """Largest data-set file accepted by UploadDataset (and inline examples, encoded)."""
 
+    datasets_quota_mb: float = Field(default=2048, ge=0)
+    """Most disk space (MiB) the stored data sets may take together; an upload that would
+    pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+
+    models_quota_mb: float = Field(default=0, ge=0)
+    """Disk space (MiB) the model repository may take; while it holds more, new fine-tune
+    jobs are refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+
     max_concurrent_jobs: int = Field(default=1, ge=1)
     """Fine-tuning jobs that train at the same time; the rest wait in the queue."""
 
@@ -127,6 +157,11 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     """Python logging level of the server."""
+
+    @property
+    def bases_dir(self) -> Path:
+        """Where base models for fine-tuning live (relative base_path is resolved here)."""
+        return self.home / "bases"
 
     @property
     def models_dir(self) -> Path:

@@ -19,6 +19,7 @@ def test_builtins_are_plugins() -> None:
         ("edgetune.plugins.token_classification", BUILTIN),
         ("edgetune.plugins.image_classification", BUILTIN),
         ("edgetune.plugins.readers", BUILTIN),
+        ("edgetune.plugins.token_auth", BUILTIN),
     ]
     assert plugins.reader_plugins == {
         "jsonl": "edgetune.plugins.readers",

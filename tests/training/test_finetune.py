@@ -283,3 +283,71 @@ async def test_job_errors(finetuning) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
         await finetuning.UploadDataset(iter([pb.UploadDatasetRequest(chunk=b"x")]))
     assert "first UploadDataset message must be a header" in caught.value.details()
+
+
+async def test_base_path_cannot_escape_the_base_folders(
+    finetuning, settings, tiny_bert, tmp_path
+) -> None:
+    dataset = await upload(finetuning, jsonl(sentiment_rows(20)))
+    outside = tmp_path.parent.parent.parent / "elsewhere"  # not under pytest's base temp
+    link = settings.bases_dir / "sneaky"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("/etc")
+    cases = {
+        "../models": "must not contain '..'",
+        "/etc": "is outside the folders base models are taken from",
+        str(outside): "is outside the folders base models are taken from",
+        "sneaky": "is outside the folders base models are taken from",  # symlink out of bases/
+        "": "base_path is empty",
+    }
+    for base_path, message in cases.items():
+        with pytest.raises(aio.AioRpcError) as caught:
+            await finetuning.CreateJob(
+                pb.CreateJobRequest(
+                    task=TASK, base_path=base_path, dataset_id=dataset.id, model_name="m"
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, base_path
+        assert message in caught.value.details(), (base_path, caught.value.details())
+    # A relative path names a folder under <home>/bases.
+    (settings.bases_dir / "tiny").symlink_to(tiny_bert)  # a link that stays inside base_dirs
+    job = await finetuning.CreateJob(
+        pb.CreateJobRequest(
+            task=TASK,
+            base_path="tiny",
+            dataset_id=dataset.id,
+            model_name="relative",
+            hyperparameters=FAST,
+        )
+    )
+    assert job.base_model == str(tiny_bert.resolve())
+    await finetuning.CancelJob(pb.CancelJobRequest(id=job.id))
+
+
+async def test_disk_quotas_for_data_sets_and_models(settings, plugins, tiny_bert) -> None:
+    from edgetune.server.app import start_server
+
+    first, second = jsonl(sentiment_rows(40, seed=1)), jsonl(sentiment_rows(40, seed=2))
+    settings.datasets_quota_mb = (len(first) + len(second) // 2) / 2**20
+    settings.models_quota_mb = 1 / 2**20  # the seeded model alone is over it
+    running = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            stored = await upload(stub, first, chunk=1000)
+            with pytest.raises(aio.AioRpcError) as over:
+                await upload(stub, second, chunk=1000)
+            assert over.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "quota" in over.value.details() and "datasets_quota_mb" in over.value.details()
+            assert not any((settings.datasets_dir / ".incoming").iterdir())  # nothing kept
+
+            with pytest.raises(aio.AioRpcError) as full:
+                await stub.CreateJob(
+                    pb.CreateJobRequest(
+                        task=TASK, base_path=str(tiny_bert), dataset_id=stored.id, model_name="m"
+                    )
+                )
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "models_quota_mb" in full.value.details()
+    finally:
+        await running.stop(0)

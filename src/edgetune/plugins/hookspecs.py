@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from edgetune.auth import Authenticator
 from edgetune.data import DatasetReader
 from edgetune.plugins import hookspec
 from edgetune.task import Task
@@ -44,4 +45,21 @@ def edgetune_register_dataset_readers(register: Callable[[DatasetReader], None])
         @edgetune.hookimpl
         def edgetune_register_dataset_readers(register):
             register(ParquetReader())
+    """
+
+
+@hookspec
+def edgetune_register_authenticators(register: Callable[[Authenticator], None]) -> None:
+    """Register ways to authenticate callers.
+
+    :param register: call it once per `edgetune.auth.Authenticator` instance; the server
+        uses the one whose `name` the `auth` setting gives. A name registered twice fails
+        start-up naming both plugins.
+    :return: nothing; every plugin's implementation is called.
+
+    Example::
+
+        @edgetune.hookimpl
+        def edgetune_register_authenticators(register):
+            register(OidcAuthenticator())
     """

@@ -18,6 +18,7 @@ from typing import Any
 
 import pluggy
 
+from edgetune.auth import Authenticator
 from edgetune.data import DatasetReader
 from edgetune.errors import InvalidArgument, NotFound, PluginError
 from edgetune.plugins import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
@@ -31,6 +32,7 @@ BUILTIN_PLUGINS = (
     "edgetune.plugins.token_classification",
     "edgetune.plugins.image_classification",
     "edgetune.plugins.readers",
+    "edgetune.plugins.token_auth",
 )
 """Modules of the built-in plugins, registered through the same hooks as third-party ones."""
 
@@ -66,6 +68,18 @@ class Plugins:
     task_plugins: dict[str, str] = field(default_factory=dict)
     readers: dict[str, DatasetReader] = field(default_factory=dict)
     reader_plugins: dict[str, str] = field(default_factory=dict)
+    authenticators: dict[str, Authenticator] = field(default_factory=dict)
+    authenticator_plugins: dict[str, str] = field(default_factory=dict)
+
+    def authenticator(self, name: str) -> Authenticator:
+        """The authenticator registered under name (the `auth` setting)."""
+        try:
+            return self.authenticators[name]
+        except KeyError:
+            known = ", ".join(sorted(self.authenticators)) or "none"
+            raise InvalidArgument(
+                f"auth: no authenticator named {name!r} (known: {known})"
+            ) from None
 
     def task(self, name: str) -> Task:
         """The task registered under name; NotFound lists the known ones."""
@@ -137,6 +151,14 @@ def build_plugins(
         "format",
         plugins.readers,
         plugins.reader_plugins,
+    )
+    _collect(
+        plugins,
+        "edgetune_register_authenticators",
+        Authenticator,
+        "name",
+        plugins.authenticators,
+        plugins.authenticator_plugins,
     )
     return plugins
 

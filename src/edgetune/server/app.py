@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from edgetune.errors import Unavailable
+from edgetune.errors import FailedPrecondition, InvalidArgument, Unavailable
 from edgetune.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from edgetune.plugins.manager import Plugins
 from edgetune.server.finetuning import FineTuningServicer
-from edgetune.server.interceptors import ErrorInterceptor
+from edgetune.server.interceptors import AuthInterceptor, ErrorInterceptor
 from edgetune.server.kserve import KServeServicer, ServerState
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
 from edgetune.serving.registry import ModelRegistry
@@ -101,8 +104,15 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
     executor = ThreadPoolExecutor(
         max_workers=settings.inference_workers or physical_cores(), thread_name_prefix="infer"
     )
+    credentials = server_credentials(settings)
+    interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor()]
+    if settings.auth:
+        authenticator = plugins.authenticator(settings.auth)
+        authenticator.configure(settings)
+        # First, so a refused call never reaches a (cached, wrapped) handler.
+        interceptors.insert(0, AuthInterceptor(authenticator))
     server = aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -135,7 +145,10 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
     )
     address = f"{settings.host}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise Unavailable(f"cannot listen on {address}: {exc}") from None
     for pinned in settings.pinned_models:
@@ -152,6 +165,60 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
         ", ".join(registry.providers),
     )
     return RunningServer(server, port, registry, health_servicer, executor, jobs, state)
+
+
+def server_credentials(settings: Settings) -> Any:
+    """TLS (or mutual TLS) credentials from the settings; None for plaintext, which is
+    allowed on a loopback address, or elsewhere only with `insecure` (and a warning).
+
+    :raises FailedPrecondition: plaintext on a non-loopback address without `insecure`.
+    :raises InvalidArgument: half a TLS configuration, or a file that cannot be read.
+    """
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise InvalidArgument("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        if not _is_loopback(settings.host):
+            if not settings.insecure:
+                raise FailedPrecondition(
+                    f"refusing to serve plaintext on {settings.host}: set tls_cert_file and "
+                    "tls_key_file, bind a loopback address, or set insecure to allow it"
+                )
+            log.warning(
+                "serving WITHOUT TLS on %s: anyone on the network can read and send calls",
+                settings.host,
+            )
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise InvalidArgument("TLS needs both tls_cert_file and tls_key_file")
+    chain = _read_pem(settings.tls_cert_file, "tls_cert_file")
+    key = _read_pem(settings.tls_key_file, "tls_key_file")
+    client_ca = (
+        _read_pem(settings.tls_client_ca_file, "tls_client_ca_file")
+        if settings.tls_client_ca_file
+        else None
+    )
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def _read_pem(path: Any, setting: str) -> bytes:
+    try:
+        data: bytes = path.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise InvalidArgument(f"{setting}: {path} is not a PEM file")
+    return data
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 async def serve(settings: Settings, plugins: Plugins) -> None:

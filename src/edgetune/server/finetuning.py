@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from edgetune.errors import InvalidArgument
+from edgetune.errors import InvalidArgument, ResourceExhausted
 from edgetune.training.datasets import DatasetInfo, DatasetStore
 from edgetune.training.jobs import JobManager
 from edgetune.training.spec import Hyperparameters, JobSpec, JobState
@@ -18,6 +19,13 @@ from edgetune.v1 import finetuning_pb2_grpc
 
 Context = Any  # grpc.aio.ServicerContext
 MAX_PAGE_SIZE = 500
+MIB = 2**20
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under folder (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
 
 STATES = {state: pb.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState}
 STATES_BACK = {number: state for state, number in STATES.items()}
@@ -35,6 +43,13 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
     ) -> pb.Dataset:
         """Receive the header and chunks, then validate and store the file."""
         header: pb.DatasetHeader | None = None
+        quota = int(self.jobs.settings.datasets_quota_mb * MIB)
+        room = quota - await asyncio.to_thread(folder_bytes, self.datasets.root) if quota else 0
+        if quota and room <= 0:
+            raise ResourceExhausted(
+                f"stored data sets use the whole quota of {quota // MIB} MiB "
+                "(datasets_quota_mb): delete some or raise it"
+            )
         upload = self.datasets.begin_upload()
         try:
             async for message in request_iterator:
@@ -47,6 +62,11 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
                         self._no_task("header.task")
                 elif part == "chunk":
                     upload.write(message.chunk)
+                    if quota and upload.size > room:
+                        raise ResourceExhausted(
+                            f"this data set would pass the quota of {quota // MIB} MiB for "
+                            f"stored data sets (datasets_quota_mb); {max(room, 0)} bytes are left"
+                        )
                 else:
                     raise InvalidArgument("only the first UploadDataset message may be a header")
         except BaseException:
@@ -84,6 +104,24 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
             return base.manifest.task
         self._no_task("task")
 
+    def _confined(self, raw: str) -> Path:
+        """base_path resolved inside `<home>/bases` or a `base_dirs` folder, or refused."""
+        settings = self.jobs.settings
+        path = Path(raw)
+        if not raw.strip():
+            raise InvalidArgument("base_path is empty")
+        if ".." in path.parts:
+            raise InvalidArgument(f"base_path {raw!r} must not contain '..'")
+        roots = [settings.bases_dir, *settings.base_dirs]
+        resolved = (path if path.is_absolute() else settings.bases_dir / path).resolve()
+        if any(resolved.is_relative_to(root.resolve()) for root in roots):
+            return resolved
+        raise InvalidArgument(
+            f"base_path {raw!r} is outside the folders base models are taken from "
+            f"({', '.join(str(root) for root in roots)}): put it under {settings.bases_dir} "
+            "or add its folder to base_dirs"
+        )
+
     def _check_dataset(self, field: str, dataset_id: str, task: str) -> None:
         checked_for = self.datasets.get(dataset_id).task
         if checked_for != task:
@@ -95,6 +133,14 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
     async def _spec(self, request: pb.CreateJobRequest) -> JobSpec:
         if not request.model_name:
             raise InvalidArgument("model_name is required")
+        quota = int(self.jobs.settings.models_quota_mb * MIB)
+        if quota:
+            used = await asyncio.to_thread(folder_bytes, self.jobs.settings.models_dir)
+            if used >= quota:
+                raise ResourceExhausted(
+                    f"the model repository uses {used // MIB} MiB of its {quota // MIB} MiB "
+                    "quota (models_quota_mb): delete versions or raise it before training more"
+                )
         task = await self._task(request)
         match request.WhichOneof("data"):
             case "dataset_id":
@@ -126,7 +172,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
             "hyperparameters": _hyperparameters(request.hyperparameters),
         }
         if base == "base_path":
-            fields["base_path"] = request.base_path
+            fields["base_path"] = str(self._confined(request.base_path))
         else:
             if not request.base_model.name:
                 raise InvalidArgument("base_model.name is required")

@@ -1,8 +1,9 @@
-"""The one place where exceptions become gRPC status codes.
+"""The one place where exceptions become gRPC status codes, and where calls are authorized.
 
 Every RPC, unary or streaming, passes through `ErrorInterceptor`: an `EdgetuneError` becomes
 its own code and message; anything else is logged with its stack trace and becomes INTERNAL
-with a generic message, so nothing internal reaches a client.
+with a generic message, so nothing internal reaches a client. `AuthInterceptor` (when the
+server has an authenticator) runs first and refuses a call before any handler code runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from edgetune.errors import EdgetuneError, status_of
+from edgetune.auth import Authenticator, required_scope
+from edgetune.errors import EdgetuneError, PermissionDenied, status_of
 
 log = logging.getLogger(__name__)
 Handler = Any  # grpc.RpcMethodHandler
@@ -86,3 +88,58 @@ def _wrap_handler(handler: Handler) -> Handler:
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary), **serializers)
     return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream), **serializers)
+
+
+class AuthInterceptor(aio.ServerInterceptor):
+    """Checks that the caller holds the scope each method needs (see `edgetune.auth`)."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method = handler_call_details.method
+        scope = required_scope(method)
+        if scope is None:
+            return await continuation(handler_call_details)
+        metadata = {
+            key.lower(): value
+            for key, value in handler_call_details.invocation_metadata or ()
+            if isinstance(value, str)
+        }
+        try:
+            principal = self.authenticator.authenticate(metadata)
+            if scope not in principal.scopes:
+                raise PermissionDenied(
+                    f"token {principal.name!r} lacks the scope {scope!r} that {method} needs"
+                )
+        except Exception as exc:
+            handler = await continuation(handler_call_details)
+            return None if handler is None else _refusal(handler, exc)
+        return await continuation(handler_call_details)
+
+
+def _refusal(handler: Handler, exc: Exception) -> Handler:
+    """A handler of the same kind as handler that ends the call with exc's status."""
+
+    async def refuse(request: Any, context: Any) -> Any:
+        await abort_with(context, exc)
+
+    async def refuse_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        await abort_with(context, exc)
+        yield  # pragma: no cover - never reached; makes this an async generator
+
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, **serializers)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream, **serializers)
