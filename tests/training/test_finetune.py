@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import grpc
 import pytest
 from fakes import jsonl, sentiment_rows
@@ -351,3 +354,42 @@ async def test_disk_quotas_for_data_sets_and_models(settings, plugins, tiny_bert
             assert "models_quota_mb" in full.value.details()
     finally:
         await running.stop(0)
+
+
+class _TouchOnUnpickle:
+    """A pickle that, if anything ever loaded it, would create a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+async def test_a_pickle_only_base_is_refused_and_never_unpickled(
+    finetuning, settings, tiny_bert, tmp_path
+) -> None:
+    import pickle
+
+    from edgetune.errors import InvalidArgument as Refused
+    from edgetune.exporters.onnx import import_model
+    from edgetune.plugins.text_classification import TextClassification
+    from edgetune.store import ModelRepository
+
+    marker = tmp_path / "unpickled"
+    folder = settings.bases_dir / "pickled"
+    folder.mkdir(parents=True)
+    shutil.copy(tiny_bert / "config.json", folder / "config.json")
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
+    dataset = await upload(finetuning, jsonl(sentiment_rows(20)))
+    with pytest.raises(aio.AioRpcError) as caught:
+        await finetuning.CreateJob(
+            pb.CreateJobRequest(
+                task=TASK, base_path="pickled", dataset_id=dataset.id, model_name="m"
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "has no safetensors weights" in caught.value.details()
+    with pytest.raises(Refused, match="never loaded"):
+        import_model(ModelRepository(settings.models_dir), TextClassification(), "p", folder)
+    assert not marker.exists()

@@ -54,6 +54,25 @@ def labels_from_config(source: Path) -> list[str]:
     return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
+def check_model_folder(folder: Path, what: str) -> None:
+    """A transformers folder edgetune may load: config.json and safetensors weights.
+
+    Pickle checkpoints (pytorch_model.bin, *.pt, *.ckpt) can run code when loaded, so a
+    folder that only has those is refused instead of unpickled.
+
+    :param what: how errors name the folder, e.g. "base_path '/models/x'".
+    """
+    if not folder.is_dir():
+        raise InvalidArgument(f"{what}: not a folder")
+    if not (folder / "config.json").is_file():
+        raise InvalidArgument(f"{what} is not a transformers model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        raise InvalidArgument(
+            f"{what} has no safetensors weights; pickle checkpoints (.bin, .pt) are never "
+            "loaded: save the model with save_pretrained(safe_serialization=True)"
+        )
+
+
 def import_model(
     repository: ModelRepository,
     task: Task,
@@ -69,8 +88,7 @@ def import_model(
     :param max_length: tokens per input when serving; default: what the model takes.
     :raises InvalidArgument: the folder is not a model folder or no labels are known.
     """
-    if not source.is_dir():
-        raise InvalidArgument(f"{source}: not a folder")
+    check_model_folder(source, str(source))
     labels = list(labels) or labels_from_config(source)
     if not labels:
         raise InvalidArgument(

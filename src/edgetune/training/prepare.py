@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.errors import InvalidArgument
+from edgetune.exporters.onnx import check_model_folder
 from edgetune.store import ModelRepository
 from edgetune.store.manifest import TRAINABLE_DIR
 from edgetune.task import Task
@@ -29,8 +30,7 @@ def resolve_base(spec: JobSpec, repository: ModelRepository) -> Path:
     folder = Path(spec.base_path)
     if not folder.is_absolute():
         raise InvalidArgument(f"base_path {spec.base_path!r} must be an absolute path")
-    if not (folder / "config.json").is_file():
-        raise InvalidArgument(f"base_path {spec.base_path!r} is not a transformers model folder")
+    check_model_folder(folder, f"base_path {spec.base_path!r}")
     return folder
 
 
