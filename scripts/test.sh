@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-clients.sh
-.venv/bin/ruff check src tests scripts bench
-.venv/bin/ruff format --check src tests scripts bench
+.venv/bin/ruff check src tests scripts bench fuzz examples
+.venv/bin/ruff format --check src tests scripts bench fuzz examples
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

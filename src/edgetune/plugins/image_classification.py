@@ -365,10 +365,11 @@ class ImageClassification(Task):
 
 def _label(example: Mapping[str, Any], row: int) -> str:
     label = example.get("label")
-    if label is None or str(label).strip() == "":
-        raise InvalidArgument(f"row {row}: field 'label' is missing")
+    # Before str(): a list may nest deeper than str() can recurse.
     if isinstance(label, list | dict):
         raise InvalidArgument(f"row {row}: field 'label' must be one value, not a list")
+    if label is None or str(label).strip() == "":
+        raise InvalidArgument(f"row {row}: field 'label' is missing")
     return str(label)
 
 

@@ -320,7 +320,10 @@ def _row_labels(example: Mapping[str, Any], row: int) -> list[str]:
     labels: list[str] = []
     for i, part in enumerate(parts):
         if not isinstance(part, str):
-            raise InvalidArgument(f"{field}: label {i + 1} must be a string, not {part!r}")
+            # The type, not the value: a list may be huge, or nest deeper than repr() goes.
+            raise InvalidArgument(
+                f"{field}: label {i + 1} must be a string, not {type(part).__name__}"
+            )
         label = part.strip()
         if not label:
             raise InvalidArgument(f"{field}: label {i + 1} is empty")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,10 @@ from typing import Any
 from edgetune.data import DatasetReader
 from edgetune.errors import InvalidArgument
 from edgetune.plugins import hookimpl
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A code point that only exists inside UTF-16 pairs: JSON's `\\ud800` escape can name
+one alone, and no UTF-8 file, protobuf string or tokenizer can hold it."""
 
 
 def _decode(raw: bytes, row: int) -> str:
@@ -36,13 +43,46 @@ class JsonlReader(DatasetReader):
                 line = _decode(raw, row).strip()
                 if not line:
                     continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidArgument(f"row {row}: not valid JSON: {exc.msg}") from None
+                value = _parse_json(line, row)
                 if not isinstance(value, dict):
                     raise InvalidArgument(f"row {row}: expected a JSON object")
+                # Only a \u escape can make a surrogate, and most lines hold none.
+                if "\\u" in line and _holds_surrogate(value):
+                    raise InvalidArgument(
+                        f"row {row}: a \\u escape names a lone surrogate (\\ud800-\\udfff), "
+                        "which is not a character"
+                    )
                 yield value
+
+
+def _parse_json(line: str, row: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"row {row}: not valid JSON: {exc.msg}") from None
+    except ValueError:  # the only other one json raises: an integer past int()'s limit
+        raise InvalidArgument(
+            f"row {row}: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+    except RecursionError:
+        raise InvalidArgument(f"row {row}: not valid JSON: nested too deeply") from None
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether any string in a parsed JSON value (keys too) holds a surrogate code point;
+    walked without recursion, since the value may nest as deep as the parser allowed."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class CsvReader(DatasetReader):
@@ -60,9 +100,20 @@ class CsvReader(DatasetReader):
             line = data.count(b"\n", 0, exc.start)  # header is line 1, so row = line - 1 + 1
             raise InvalidArgument(f"row {line}: not valid UTF-8; save the file as UTF-8") from None
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames:
+        try:
+            fieldnames = reader.fieldnames
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+            raise InvalidArgument(f"the CSV header row is not valid CSV: {exc}") from None
+        if not fieldnames:
             raise InvalidArgument("the CSV file has no header row")
-        for row, record in enumerate(reader, start=1):
+        records = iter(reader)
+        for row in itertools.count(1):
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise InvalidArgument(f"row {row}: not valid CSV: {exc}") from None
             if None in record:
                 raise InvalidArgument(f"row {row}: more values than header columns")
             yield {key: value for key, value in record.items() if value is not None}

@@ -149,10 +149,11 @@ class TextClassification(Task):
         if example.get("text_pair") not in (None, ""):
             _text_field(example, "text_pair", row)
         label = example.get("label")
-        if label is None or str(label).strip() == "":
-            raise InvalidArgument(f"row {row}: field 'label' is missing")
+        # Before str(): a list may nest deeper than str() can recurse.
         if isinstance(label, list | dict):
             raise InvalidArgument(f"row {row}: field 'label' must be one value, not a list")
+        if label is None or str(label).strip() == "":
+            raise InvalidArgument(f"row {row}: field 'label' is missing")
         return [str(label)]
 
     def example_input(self, example: Mapping[str, Any]) -> Input:

@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from edgetune.auth import Authenticator, required_scope
-from edgetune.errors import EdgetuneError, PermissionDenied, status_of
+from edgetune.errors import EdgetuneError, InvalidArgument, PermissionDenied, status_of
 
 log = logging.getLogger(__name__)
 Handler = Any  # grpc.RpcMethodHandler
@@ -33,12 +33,40 @@ async def abort_with(context: Any, exc: Exception) -> None:
     await context.abort(code, message)
 
 
-def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _parser(deserialize: Callable[[bytes], Any] | None) -> Callable[[Any], Any]:
+    """The handler's request deserializer, run inside the call: bytes that are no valid
+    message (a corrupt field, a string that is not UTF-8) are the client's mistake and end
+    as INVALID_ARGUMENT, not as grpc's UNKNOWN that names the parser's exception."""
+
+    def parse(raw: Any) -> Any:
+        if deserialize is None:
+            return raw
+        try:
+            return deserialize(raw)
+        except Exception as exc:  # protobuf's DecodeError
+            raise InvalidArgument(f"the request is not a valid message: {exc}") from None
+
+    return parse
+
+
+async def _parsed(
+    raw_requests: AsyncIterator[Any], parse: Callable[[Any], Any]
+) -> AsyncIterator[Any]:
+    async for raw in raw_requests:
+        yield parse(raw)
+
+
+def _wrap(
+    behavior: Callable[..., Any], parse: Callable[[Any], Any], stream_request: bool
+) -> Callable[..., Any]:
+    def request_of(request: Any) -> Any:
+        return _parsed(request, parse) if stream_request else parse(request)
+
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             try:
-                async for response in behavior(request, context):
+                async for response in behavior(request_of(request), context):
                     yield response
             except Exception as exc:
                 await abort_with(context, exc)
@@ -47,7 +75,7 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
     async def unary(request: Any, context: Any) -> Any:
         try:
-            return await behavior(request, context)
+            return await behavior(request_of(request), context)
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -77,17 +105,23 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
 
 def _wrap_handler(handler: Handler) -> Handler:
+    parse = _parser(handler.request_deserializer)
+    # Requests reach the wrapper as bytes and are parsed there (see `_parser`).
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": None,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary), **serializers)
+        behavior = _wrap(handler.unary_unary, parse, stream_request=False)
+        return grpc.unary_unary_rpc_method_handler(behavior, **serializers)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream), **serializers)
+        behavior = _wrap(handler.unary_stream, parse, stream_request=False)
+        return grpc.unary_stream_rpc_method_handler(behavior, **serializers)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary), **serializers)
-    return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream), **serializers)
+        behavior = _wrap(handler.stream_unary, parse, stream_request=True)
+        return grpc.stream_unary_rpc_method_handler(behavior, **serializers)
+    behavior = _wrap(handler.stream_stream, parse, stream_request=True)
+    return grpc.stream_stream_rpc_method_handler(behavior, **serializers)
 
 
 class AuthInterceptor(aio.ServerInterceptor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,8 @@ from edgetune.v1 import (
 
 log = logging.getLogger(__name__)
 Context = Any  # grpc.aio.ServicerContext
+_VERSION_NUMBER = re.compile(r"[0-9]{1,18}")
+"""A version number as SetAlias takes it: ASCII digits that fit an int64."""
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -130,7 +133,8 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         _require_name(request.name)
         if not request.alias:
             raise InvalidArgument("alias is required")
-        if not request.version.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not _VERSION_NUMBER.fullmatch(request.version):
             raise InvalidArgument(f"version {request.version!r} must be a version number")
         served = await self.registry.promote(request.name, int(request.version), request.alias)
         return self._info(served.version)
