@@ -247,6 +247,22 @@ def softmax(logits: Array) -> npt.NDArray[np.float32]:
     return result
 
 
+def single_label_results(logits: Array, labels: Sequence[str], top_k: int) -> list[Result]:
+    """One Result per row of logits: labels ranked by softmax score, the best `selected`,
+    cut to top_k (0 = all). The decode of every single-label classifier."""
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, : top_k or probs.shape[1]]
+    return [
+        Result(
+            labels=[
+                LabelScore(labels[j], float(row[j]), selected=(rank == 0))
+                for rank, j in enumerate(best)
+            ]
+        )
+        for row, best in zip(probs, order, strict=True)
+    ]
+
+
 IGNORE_INDEX = -100
 """Fill for targets that are padded to a common length (e.g. one target per token, texts
 of different lengths): tasks with per-position targets leave such positions unscored,

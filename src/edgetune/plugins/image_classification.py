@@ -35,12 +35,11 @@ from edgetune.task import (
     Encoded,
     Image,
     Input,
-    LabelScore,
     ModelFiles,
     Result,
     Task,
     TaskRuntime,
-    softmax,
+    single_label_results,
 )
 
 MAX_IMAGE_PIXELS = 50_000_000
@@ -239,18 +238,7 @@ class ImageClassificationRuntime(TaskRuntime):
 
     def decode(self, outputs: Sequence[Array], encoded: Encoded, top_k: int) -> list[Result]:
         """Softmax over the logits; the best label is `selected`."""
-        probs = softmax(outputs[0])
-        k = top_k or probs.shape[1]
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [
-            Result(
-                labels=[
-                    LabelScore(self.labels[j], float(row[j]), selected=(rank == 0))
-                    for rank, j in enumerate(best)
-                ]
-            )
-            for row, best in zip(probs, order, strict=True)
-        ]
+        return single_label_results(outputs[0], self.labels, top_k)
 
 
 # ---- the task ----------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from edgetune.task import (
     Array,
     Encoded,
     Input,
-    LabelScore,
     ModelFiles,
     Result,
     Task,
@@ -28,7 +27,7 @@ from edgetune.task import (
     Text,
     TextPair,
     TokenIds,
-    softmax,
+    single_label_results,
 )
 
 DEFAULT_MAX_LENGTH = 512
@@ -120,19 +119,7 @@ class TextClassificationRuntime(TaskRuntime):
 
     def decode(self, outputs: Sequence[Array], encoded: Encoded, top_k: int) -> list[Result]:
         """Softmax over the logits; the best label is `selected`."""
-        probs = softmax(outputs[0])
-        k = top_k or probs.shape[1]
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        labels = self.labels
-        return [
-            Result(
-                labels=[
-                    LabelScore(labels[j], float(row[j]), selected=(rank == 0))
-                    for rank, j in enumerate(best)
-                ]
-            )
-            for row, best in zip(probs, order, strict=True)
-        ]
+        return single_label_results(outputs[0], self.labels, top_k)
 
 
 class TextClassification(Task):
