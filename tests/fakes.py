@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import textwrap
 from pathlib import Path
@@ -55,3 +56,16 @@ def sentiment_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
 
 def jsonl(rows: list[dict[str, str]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def alive(pid: int) -> bool:
+    """Whether pid is a live process (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False

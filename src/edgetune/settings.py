@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled."""
 
+    shutdown_drain_delay_s: float = Field(default=1.0, ge=0)
+    """Seconds after SIGTERM/SIGINT during which health answers NOT_SERVING while new calls
+    are still accepted, so health checkers and load balancers move traffic away first."""
+
     plugins: list[str] = Field(default_factory=list)
     """Extra plugin modules to load by import path (like `--plugin`)."""
 

@@ -159,3 +159,27 @@ async def test_corrupt_model_is_refused_and_others_keep_serving(
     assert "model.onnx does not match its sha256" in caught.value.details()
     ok = await stub.Classify(ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="x")]))
     assert ok.results
+
+
+async def test_a_load_outlives_the_call_that_gave_up_on_it(server, channel, monkeypatch) -> None:
+    import time
+
+    from edgetune.serving.model import ServedModel
+
+    original = ServedModel.load
+
+    def slow(cls, *args, **kwargs):
+        time.sleep(0.5)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ServedModel, "load", classmethod(slow))
+    stub = inference_pb2_grpc.InferenceStub(channel)
+    request = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
+    with pytest.raises(aio.AioRpcError) as gave_up:
+        await stub.Classify(request, timeout=0.1)
+    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(50):
+        if server.registry.loaded:
+            break
+        await asyncio.sleep(0.1)
+    assert [key for key in server.registry.loaded] == [("tiny", 1)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fakes import jsonl, sentiment_rows
+from fakes import alive, jsonl, sentiment_rows
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_finetune import FAST, upload, watch_to_end
@@ -28,16 +28,6 @@ from edgetune.v1 import inference_pb2 as ipb
 SLOW = pb.Hyperparameters(
     epochs=40, learning_rate=1e-3, batch_size=4, max_length=16, early_stopping_patience=40
 )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A reaped-but-listed zombie counts as gone.
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "State:\tZ" in status.read_text())
 
 
 async def wait_for_event(stub, job_id: str, text: str) -> None:

@@ -86,11 +86,14 @@ class RunningServer:
     jobs: JobManager
     state: ServerState
 
-    async def stop(self, grace: float) -> None:
-        """Answer health NOT_SERVING, let in-flight calls finish within grace, then stop
+    async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
+        """Answer health NOT_SERVING, keep accepting calls for drain_delay seconds (so health
+        checkers and balancers see it), let in-flight calls finish within grace, then stop
         training processes (their jobs resume on the next start)."""
         self.state.draining = True
         await self.health.enter_graceful_shutdown()
+        if drain_delay:
+            await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         await self.jobs.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -231,4 +234,4 @@ async def serve(settings: Settings, plugins: Plugins) -> None:
     print(f"edgetune listening on {settings.host}:{running.port}", flush=True)
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
-    await running.stop(settings.shutdown_grace_s)
+    await running.stop(settings.shutdown_grace_s, settings.shutdown_drain_delay_s)

@@ -9,6 +9,9 @@ A small batch taken when nothing else waits (`inline_max_inputs`, one input by d
 on the event-loop thread itself: the two thread hand-offs of the pool (loop -> worker ->
 loop) cost about 0.3 ms, a tenth of a short MiniLM call, and a run that small delays other
 calls by at most its own few milliseconds.
+
+A request whose caller gave up while it waited (a cancelled call, an expired deadline: its
+future is cancelled) is dropped when the queue is drained and never reaches the model.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class BatchStats:
     requests: int = 0
     inputs: int = 0
     inline_runs: int = 0
+    dropped: int = 0
+    """Requests dropped from the queue because their caller gave up before they ran."""
 
 
 class Batcher:
@@ -80,12 +85,28 @@ class Batcher:
             self._worker = asyncio.create_task(self._drain())
         return await pending.future
 
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue (including any whose callers gave up, until drained)."""
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> bool:
+        """Whether the drain loop is alive (it ends when the queue is empty)."""
+        return self._worker is not None
+
     async def _drain(self) -> None:
         carry: _Pending | None = None
         while carry is not None or not self._queue.empty():
-            batch = [carry] if carry is not None else [self._queue.get_nowait()]
+            first = carry if carry is not None else self._queue.get_nowait()
+            if self._gave_up(first):
+                carry = None
+                continue
+            batch = [first]
             carry = await self._fill(batch)
-            await self._run(batch)
+            batch = [pending for pending in batch if not self._gave_up(pending)]
+            if batch:
+                await self._run(batch)
         # No await between the emptiness check and this line: a submit either saw this
         # worker running (and its item was drained) or sees None and starts a new one.
         self._worker = None
@@ -106,11 +127,20 @@ class Batcher:
                     item = self._queue.get_nowait()
             except (asyncio.QueueEmpty, TimeoutError):
                 break
+            if self._gave_up(item):
+                continue
             if size + len(item.inputs) > self.max_batch:
                 return item
             batch.append(item)
             size += len(item.inputs)
         return None
+
+    def _gave_up(self, pending: _Pending) -> bool:
+        """Whether the caller stopped waiting (cancelled, deadline expired); counts a drop."""
+        if pending.future.done():
+            self.stats.dropped += 1
+            return True
+        return False
 
     async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -120,6 +120,11 @@ class ModelRegistry:
         return served
 
     async def _ensure_loaded(self, version: ModelVersion) -> ServedModel:
+        # Shielded: a caller that gives up (deadline, cancel) does not throw away a load that
+        # is half done; the next request for the model finds it loaded.
+        return await asyncio.shield(self._load(version))
+
+    async def _load(self, version: ModelVersion) -> ServedModel:
         async with self._load_lock:
             served = self._loaded.get(version.key)
             if served is not None:

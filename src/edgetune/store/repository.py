@@ -7,6 +7,7 @@ one-line files under `<root>/<name>/aliases/`, replaced atomically with os.repla
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ LATEST = "latest"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STAGING = ".staging"
 _ALIASES = "aliases"
+_LOCK = ".lock"
 
 
 def check_name(name: str, what: str = "model name") -> str:
@@ -102,12 +104,14 @@ class ModelRepository:
         if not versions:
             raise NotFound(f"model {name!r} not found")
         spec = spec.strip() or LATEST
+        # First: ASCII and at most 128 characters, so a spec str.isdigit() takes ("²", or
+        # thousands of digits) is refused here rather than by int().
+        check_name(spec, "alias")
         if spec.isdigit():
             number = int(spec)
             if number not in versions:
                 raise NotFound(f"model {name!r} has no version {spec}")
         else:
-            check_name(spec, "alias")
             aliases = self.aliases(name)
             if spec in aliases:
                 number = aliases[spec]
@@ -126,24 +130,48 @@ class ModelRepository:
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
-        """A fresh folder to assemble a version in; removed unless it was published."""
-        # The pid in the name lets remove_stale_staging tell abandoned folders apart.
-        folder = self.root / _STAGING / f"{os.getpid()}-{uuid.uuid4().hex}"
-        folder.mkdir(parents=True)
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        """A fresh folder to assemble a version in; removed unless it was published.
+
+        The folder's lock file (`<folder>.lock`, beside it) stays locked (flock) while its
+        process lives: the kernel drops the lock when the process dies, even by SIGKILL, so
+        remove_stale_staging can tell an abandoned folder from one in use, whatever became
+        of the process id (a zombie nobody reaped, or a number given to a new process).
+        """
+        staging = self.root / _STAGING
+        staging.mkdir(parents=True, exist_ok=True)
+        folder = staging / f"{os.getpid()}-{uuid.uuid4().hex}"
+        with _locked(folder.with_name(folder.name + _LOCK)) as lock:
+            try:
+                folder.mkdir()
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+                lock.unlink(missing_ok=True)
 
     def remove_stale_staging(self) -> None:
         """Delete staging folders of processes that died mid-export (kill -9, power loss)."""
         staging = self.root / _STAGING
         if not staging.is_dir():
             return
-        for folder in staging.iterdir():
-            pid = folder.name.partition("-")[0]
-            if not pid.isdigit() or not _alive(int(pid)):
+        for path in staging.iterdir():
+            if path.name.endswith(_LOCK):
+                folder, lock = path.with_name(path.name.removesuffix(_LOCK)), path
+                if folder.exists():
+                    continue  # handled with its folder
+            else:
+                folder, lock = path, path.with_name(path.name + _LOCK)
+            try:
+                held = lock.open("rb")
+            except FileNotFoundError:
+                shutil.rmtree(folder, ignore_errors=True)  # its process died before locking
+                continue
+            with held:
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live process is assembling it
                 shutil.rmtree(folder, ignore_errors=True)
+                lock.unlink(missing_ok=True)
 
     def publish(
         self, name: str, staged: Path, manifest: Manifest, aliases: tuple[str, ...] = (LATEST,)
@@ -187,11 +215,27 @@ class ModelRepository:
         os.replace(tmp, folder / alias)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@contextmanager
+def _locked(lock: Path) -> Iterator[Path]:
+    """Create lock and hold an exclusive flock on it for the block.
+
+    A cleaner may delete a lock file it could lock between our open and our flock; the
+    inode check starts over with a fresh file then, so a held lock is always the file
+    at that path.
+    """
+    while True:
+        held = lock.open("ab")
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock).st_ino == os.fstat(held.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            held.close()
+            raise
+        if same:
+            break
+        held.close()
+    with held:
+        yield lock

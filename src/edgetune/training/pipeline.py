@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgetune.errors import FailedPrecondition
+from edgetune.errors import EdgetuneError, FailedPrecondition, ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.onnx import export_onnx
 from edgetune.exporters.optimize import can_fuse, fuse_and_quantize
 from edgetune.exporters.quantize import quantize_dynamic
 from edgetune.plugins.manager import Plugins
 from edgetune.settings import Settings
-from edgetune.store import Manifest, ModelRepository
+from edgetune.store import Manifest, ModelRepository, ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.datasets import DatasetStore
+from edgetune.training.faults import NO_FAULTS, Faults
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.spec import JobSpec, JobState
@@ -82,7 +85,65 @@ def run_job(
     workdir: Path,
     cancelled: Callable[[], bool],
 ) -> None:
-    """Train, export, quantize, gate and publish; raises Cancelled when cancelled."""
+    """Train, export, quantize, gate and publish; raises Cancelled when cancelled.
+
+    A job whose version is already in the repository (its process was killed after the
+    rename that published it, before the job recorded it) records that version instead
+    of training and publishing a second one.
+    """
+    spec = job.spec
+    faults = Faults.from_env(lambda message: store.update(job.id, message, {}), cancelled)
+    published = find_published(repository, spec.model_name, job.id)
+    if published is not None:
+        store.update(
+            job.id,
+            f"{published.name} version {published.version} was published by this job before "
+            "it was interrupted; recording it instead of training again",
+            {},
+        )
+        if cancelled() or not store.transition(
+            job.id,
+            JobState.EXPORTING,
+            f"version {published.version} is already published",
+            allowed_from=[JobState.RUNNING],
+        ):
+            raise Cancelled
+        result = result_of(published)
+    else:
+        result = train_and_publish(
+            job, settings, store, plugins, datasets, repository, workdir, cancelled, faults
+        )
+    faults.pause("published")
+    if cancelled():
+        raise Cancelled
+    shutil.rmtree(workdir, ignore_errors=True)
+    message = f"published {result['model_name']} version {result['version']} ({result['format']})"
+    if spec.auto_promote:
+        # The server promotes it (load, warm, switch traffic), then marks the job succeeded.
+        store.update(job.id, f"{message}; promoting", {"result": result}, result=result)
+    else:
+        store.transition(
+            job.id,
+            JobState.SUCCEEDED,
+            message,
+            allowed_from=[JobState.EXPORTING],
+            data={"result": result},
+            result=result,
+        )
+
+
+def train_and_publish(
+    job: Job,
+    settings: Settings,
+    store: JobStore,
+    plugins: Plugins,
+    datasets: DatasetStore,
+    repository: ModelRepository,
+    workdir: Path,
+    cancelled: Callable[[], bool],
+    faults: Faults,
+) -> dict[str, Any]:
+    """Train (from the last checkpoint, if any), then export and publish the best one."""
     spec, hp = job.spec, job.spec.hyperparameters
     task = plugins.task(spec.task)
     train_rows, val_rows, labels = load_data(spec, task, datasets)
@@ -124,34 +185,57 @@ def run_job(
     ):
         raise Cancelled
     val_label_ids = [f["labels"] for f in val_features]
-    result = publish(
-        task,
-        spec,
-        settings,
-        repository,
-        outcome.best,
-        preprocessor,
-        labels,
-        val_rows,
-        val_label_ids,
-        job.id,
-    )
-    if cancelled():
-        raise Cancelled
-    shutil.rmtree(workdir, ignore_errors=True)
-    message = f"published {result['model_name']} version {result['version']} ({result['format']})"
-    if spec.auto_promote:
-        # The server promotes it (load, warm, switch traffic), then marks the job succeeded.
-        store.update(job.id, f"{message}; promoting", {"result": result}, result=result)
-    else:
-        store.transition(
-            job.id,
-            JobState.SUCCEEDED,
-            message,
-            allowed_from=[JobState.EXPORTING],
-            data={"result": result},
-            result=result,
-        )
+    try:
+        with faults.file_size_limit("publish"):
+            return publish(
+                task,
+                spec,
+                settings,
+                repository,
+                outcome.best,
+                preprocessor,
+                labels,
+                val_rows,
+                val_label_ids,
+                job.id,
+                faults,
+            )
+    except Exception as exc:
+        if (cause := out_of_space(exc)) is None:
+            raise
+        # The staging folder is gone with the exception; nothing was renamed into place.
+        raise ResourceExhausted(
+            f"out of disk space while publishing {spec.model_name} ({cause}); nothing was "
+            f"published: free space under {repository.root} and create the job again"
+        ) from exc
+
+
+def find_published(repository: ModelRepository, name: str, job_id: str) -> ModelVersion | None:
+    """The version of model name that job_id published, if there is one."""
+    for number in reversed(repository.versions(name)):
+        try:
+            version = repository.get(name, number)
+        except EdgetuneError:
+            continue  # not readable: not one this job published (that rename was atomic)
+        if version.manifest.training.get("job") == job_id:
+            return version
+    return None
+
+
+def result_of(version: ModelVersion) -> dict[str, Any]:
+    """A job's result for the version it published, from the version's manifest."""
+    metrics = version.manifest.metrics
+    return {
+        "model_name": version.name,
+        "version": str(version.version),
+        "format": version.manifest.format,
+        "fp32_metrics": {k[5:]: v for k, v in metrics.items() if k.startswith("fp32.")},
+        "int8_metrics": {k[5:]: v for k, v in metrics.items() if k.startswith("int8.")},
+        "gate": version.manifest.training.get("gate", ""),
+        "size_bytes": version.model_file_bytes,
+        "latency_ms": metrics.get("latency_ms", 0.0),
+        "promoted": False,
+    }
 
 
 def publish(
@@ -165,11 +249,13 @@ def publish(
     val_rows: Sequence[Mapping[str, Any]],
     val_label_ids: Sequence[Any],
     job_id: str,
+    faults: Faults = NO_FAULTS,
 ) -> dict[str, Any]:
     """Export the best checkpoint, quantize, gate int8 against fp32, publish a version."""
     model = task.build_model(best.path, labels)
     with repository.staging() as staged:
         export_onnx(task, model, preprocessor, staged)
+        faults.pause("export")
         manifest = Manifest(
             task=task.name,
             labels=labels,
@@ -202,20 +288,33 @@ def publish(
         for leftover in (INT8_FILE, FUSED_FILE):
             (staged / leftover).unlink(missing_ok=True)
         manifest.training["gate"] = gate
+        faults.pause("publish")
         version = repository.publish(spec.model_name, staged, manifest, aliases=())
-    size = (version.path / MODEL_FILE).stat().st_size
     log.info("published %s:%d: %s", version.name, version.version, gate)
-    return {
-        "model_name": version.name,
-        "version": str(version.version),
-        "format": version.manifest.format,
-        "fp32_metrics": fp32,
-        "int8_metrics": int8,
-        "gate": gate,
-        "size_bytes": size,
-        "latency_ms": latency,
-        "promoted": False,
-    }
+    return result_of(version)
+
+
+SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+SPACE_MESSAGES = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def out_of_space(exc: BaseException) -> str | None:
+    """What says the disk (or a quota, or a file size limit) was full, if exc or an error
+    it came from says so; else None. Libraries that write from C++ (the ONNX exporter,
+    ONNX Runtime) raise RuntimeError with the system's message instead of OSError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in SPACE_ERRORS:
+            detail = os.strerror(current.errno)
+            return f"{detail}: {current.filename}" if current.filename else detail
+        text = str(current)
+        for message in SPACE_MESSAGES:
+            if message in text:
+                return message
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def choose_int8(

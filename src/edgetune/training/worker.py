@@ -4,7 +4,8 @@ Started by the server's job manager, one process per running job, so training ne
 on the server's event loop or threads. It reads its job from the job store, trains,
 exports, quantizes, gates and publishes, writing progress and state back to the store.
 SIGTERM cancels it; it dies with the server (PR_SET_PDEATHSIG), and the server then resumes
-or fails the job on its next start.
+or fails the job on its next start. `EDGETUNE_TEST_FAULT` (tests only; unset, it does
+nothing) makes it pause or run out of space at a named point: see edgetune.training.faults.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from edgetune.errors import EdgetuneError
@@ -90,14 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         store.transition(job.id, JobState.CANCELLED, "cancelled; partial files removed")
         return 0
     except EdgetuneError as exc:
-        store.transition(job.id, JobState.FAILED, f"failed: {exc.message}", error=exc.message)
+        fail(store, job.id, workdir, exc.message)
         return 1
     except Exception as exc:
         log.exception("job %s failed", job.id)
-        reason = f"{type(exc).__name__}: {exc}"
-        store.transition(job.id, JobState.FAILED, f"failed: {reason}", error=reason)
+        fail(store, job.id, workdir, f"{type(exc).__name__}: {exc}")
         return 1
     return 0
+
+
+def fail(store: JobStore, job_id: str, workdir: Path, reason: str) -> None:
+    """Record the failure, then drop the checkpoints: a failed job never resumes, and after
+    a full disk they hold the space the next job needs. worker.log stays for the reason."""
+    store.transition(job_id, JobState.FAILED, f"failed: {reason}", error=reason)
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
 
 
 def _cores() -> int:

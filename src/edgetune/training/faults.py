@@ -1,0 +1,87 @@
+"""Test-only fault injection in the training process, inert unless `EDGETUNE_TEST_FAULT` is set.
+
+The fault tests (tests/faults/) need a training process to stop at an exact point of
+export and publish, or to run out of space while it publishes, without privileges (no
+tmpfs, no loop device). The variable, passed from the server's environment to its training
+processes, holds `ACTION@POINT`:
+
+- `pause@POINT`: at POINT, write the job event "test fault: paused at POINT" and wait
+  (until the process is killed or the job cancelled), so a test can kill -9 the server at
+  that moment;
+- `fsize=BYTES@POINT`: for the step named POINT, no file the process writes may grow past
+  BYTES (`RLIMIT_FSIZE`; writes fail with EFBIG as they would with ENOSPC on a full disk).
+
+Points: `export` (the ONNX files are in the staging folder, nothing published), `publish`
+(the version is assembled in staging, just before it is renamed into place), `published`
+(the version is in the repository, the job has not recorded it yet). `fsize` applies to
+`publish`: export, quantization and publication together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from edgetune.training.loop import Cancelled
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "EDGETUNE_TEST_FAULT"
+POINTS = ("export", "publish", "published")
+
+
+class Faults:
+    """The fault (if any) a training process was asked to inject, and where."""
+
+    def __init__(
+        self,
+        spec: str,
+        report: Callable[[str], None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        """:param spec: `ACTION@POINT`, or "" for no fault.
+        :param report: writes a job event.
+        :param cancelled: whether the job was cancelled (a pause ends then)."""
+        action, _, point = spec.partition("@")
+        valid = action == "pause" or (action.startswith("fsize=") and action[6:].isdigit())
+        if spec and (point not in POINTS or not valid):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected pause@POINT or fsize=BYTES@POINT")
+        self.action, self.point = action, point
+        self.report, self.cancelled = report, cancelled
+
+    @classmethod
+    def from_env(cls, report: Callable[[str], None], cancelled: Callable[[], bool]) -> Faults:
+        """The fault EDGETUNE_TEST_FAULT names; none when it is unset."""
+        return cls(os.environ.get(FAULT_ENV, ""), report, cancelled)
+
+    def pause(self, point: str) -> None:
+        """Wait here for good when asked to pause at point (a cancel still stops the job)."""
+        if self.action != "pause" or self.point != point:
+            return
+        log.warning("%s: pausing at %s until killed", FAULT_ENV, point)
+        self.report(f"test fault: paused at {point}")
+        while not self.cancelled():
+            time.sleep(0.1)
+        raise Cancelled
+
+    @contextmanager
+    def file_size_limit(self, point: str) -> Iterator[None]:
+        """Within the block, limit written files to the asked size when asked for point."""
+        if not self.action.startswith("fsize=") or self.point != point:
+            yield
+            return
+        before = resource.getrlimit(resource.RLIMIT_FSIZE)
+        limit = int(self.action.removeprefix("fsize="))
+        log.warning("%s: files are limited to %d bytes during %s", FAULT_ENV, limit, point)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, before[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, before)
+
+
+NO_FAULTS = Faults("", lambda message: None, lambda: False)
