@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=1, ge=1)
     """Fine-tuning jobs that train at the same time; the rest wait in the queue."""
 
+    max_queued_jobs: int = Field(default=32, ge=1)
+    """Fine-tuning jobs that may wait for a slot; beyond it CreateJob gets RESOURCE_EXHAUSTED."""
+
     train_threads: int = Field(default=0, ge=0)
     """torch threads of a training process; 0 uses the number of physical cores."""
 

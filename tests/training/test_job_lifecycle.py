@@ -72,16 +72,33 @@ async def test_cancel_stops_the_process_and_removes_partial_files(
     assert events[-1].state == pb.JOB_STATE_CANCELLED
 
 
-async def test_queued_jobs_wait_for_a_slot_and_can_be_cancelled(finetuning, tiny_bert) -> None:
+async def test_queued_jobs_wait_for_a_slot_and_can_be_cancelled(
+    finetuning, tiny_bert, settings
+) -> None:
+    settings.max_queued_jobs = 1
     dataset = await upload(finetuning, jsonl(sentiment_rows(200)))
     request = dict(base_path=str(tiny_bert), dataset_id=dataset.id, hyperparameters=SLOW)
     first = await finetuning.CreateJob(
         pb.CreateJobRequest(task="text-classification", model_name="a", **request)
     )
     second = await finetuning.CreateJob(
-        pb.CreateJobRequest(task="text-classification", model_name="b", **request)
+        pb.CreateJobRequest(
+            task="text-classification", model_name="b", idempotency_key="b", **request
+        )
     )
     assert second.state == pb.JOB_STATE_QUEUED  # one job at a time by default
+    with pytest.raises(aio.AioRpcError) as full:  # and one waiting, with max_queued_jobs=1
+        await finetuning.CreateJob(
+            pb.CreateJobRequest(task="text-classification", model_name="c", **request)
+        )
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_queued_jobs = 1" in full.value.details()
+    again = await finetuning.CreateJob(  # a retry of a queued job is not a new one
+        pb.CreateJobRequest(
+            task="text-classification", model_name="b", idempotency_key="b", **request
+        )
+    )
+    assert again.id == second.id
     cancelled = await finetuning.CancelJob(pb.CancelJobRequest(id=second.id))
     assert cancelled.state == pb.JOB_STATE_CANCELLED
     page = await finetuning.ListJobs(pb.ListJobsRequest(page_size=1))

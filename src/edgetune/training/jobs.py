@@ -133,7 +133,9 @@ class JobManager:
         """Validate a job's inputs and queue it; an idempotency key returns the first job."""
         task = self.plugins.task(spec.task)
         check_name(spec.model_name, "model_name")
-        job, created = self.store.create(spec, JobState.VALIDATING, "validating the data")
+        job, created = self.store.create(
+            spec, JobState.VALIDATING, "validating the data", self.settings.max_queued_jobs
+        )
         if not created:
             return job
         try:

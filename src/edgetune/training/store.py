@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetune.errors import InvalidArgument, NotFound
+from edgetune.errors import InvalidArgument, NotFound, ResourceExhausted
 from edgetune.store.manifest import utc_now
 from edgetune.training.spec import FINAL_STATES, JobSpec, JobState
 
@@ -127,10 +127,15 @@ class JobStore:
 
     # -- jobs ---------------------------------------------------------------------------
 
-    def create(self, spec: JobSpec, state: JobState, message: str) -> tuple[Job, bool]:
+    def create(
+        self, spec: JobSpec, state: JobState, message: str, max_waiting: int = 0
+    ) -> tuple[Job, bool]:
         """Insert a job, or return the one with the same idempotency key.
 
+        :param max_waiting: refuse a new job while this many are validating or queued
+            (0: no limit); counted in the same transaction as the insert.
         :return: (job, created) — created is False when the key was used before.
+        :raises ResourceExhausted: max_waiting jobs are already waiting.
         """
         with self._write() as db:
             if spec.idempotency_key:
@@ -139,6 +144,16 @@ class JobStore:
                 ).fetchone()
                 if row is not None:
                     return _job(row), False
+            if max_waiting:
+                (waiting,) = db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)",
+                    (str(JobState.VALIDATING), str(JobState.QUEUED)),
+                ).fetchone()
+                if waiting >= max_waiting:
+                    raise ResourceExhausted(
+                        f"{waiting} jobs are already waiting (max_queued_jobs = {max_waiting}); "
+                        "retry when one has started"
+                    )
             job_id = "job_" + uuid.uuid4().hex[:20]
             db.execute(
                 "INSERT INTO jobs (id, created, state, idempotency_key, spec) VALUES (?,?,?,?,?)",
