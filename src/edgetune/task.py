@@ -113,6 +113,9 @@ class ModelFiles:
     manifest: Manifest
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    limits: Mapping[str, int] = field(default_factory=dict)
+    """Limits from the server's settings a runtime applies to its inputs, by setting name
+    (e.g. "max_image_pixels"); empty outside a server (evaluation uses the defaults)."""
 
 
 @dataclass(slots=True)

@@ -480,3 +480,22 @@ class TestImageClassificationConformance(TaskConformance):
 
     def build_base(self, folder: Path) -> None:
         build_tiny_vit(folder, DIGITS)
+
+
+async def test_the_pixel_limit_is_a_setting(settings, plugins, repository, tiny_vit) -> None:
+    from edgetune.exporters.onnx import import_model
+    from edgetune.server.app import start_server
+
+    import_model(repository, plugins.task(task.name), "vit", tiny_vit)
+    settings.max_image_pixels = 200  # GOOD_PNG is 20 x 12 = 240 pixels
+    running = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with pytest.raises(aio.AioRpcError) as caught:
+                await inference_pb2_grpc.InferenceStub(channel).Classify(
+                    ipb.ClassifyRequest(model="vit", inputs=[ipb.Input(image=GOOD_PNG)])
+                )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details() == ("inputs[0].image is 20x12 pixels (240); the limit is 200")
+    finally:
+        await running.stop(0)

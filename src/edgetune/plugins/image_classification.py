@@ -30,6 +30,7 @@ from PIL import ImageOps
 from edgetune.errors import InvalidArgument, ModelLoadError
 from edgetune.plugins import hookimpl
 from edgetune.plugins.metrics import classification_metrics
+from edgetune.settings import Settings
 from edgetune.task import (
     Array,
     Encoded,
@@ -42,9 +43,10 @@ from edgetune.task import (
     single_label_results,
 )
 
-MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS: int = Settings.model_fields["max_image_pixels"].default
 """Most pixels (width x height) in one image, checked from the header before decoding, so
-a small file that expands to gigabytes (a decompression bomb) is refused cheaply."""
+a small file that expands to gigabytes (a decompression bomb) is refused cheaply. Serving
+uses the server's `max_image_pixels` setting; this default applies outside a server."""
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 """The decoders Pillow may use; others are never tried on untrusted bytes."""
@@ -56,7 +58,7 @@ PROCESSOR_FILE = "preprocessor_config.json"
 INPUT_NAME = "pixel_values"
 
 
-def decode_image(data: bytes, field: str) -> PILImage.Image:
+def decode_image(data: bytes, field: str, max_pixels: int = MAX_IMAGE_PIXELS) -> PILImage.Image:
     """An RGB image from PNG or JPEG bytes, EXIF orientation applied (as transformers'
     `load_image` does).
 
@@ -68,14 +70,13 @@ def decode_image(data: bytes, field: str) -> PILImage.Image:
     try:
         image = PILImage.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except PILImage.DecompressionBombError:
-        raise InvalidArgument(f"{field} has over {MAX_IMAGE_PIXELS} pixels") from None
+        raise InvalidArgument(f"{field} has over {max_pixels} pixels") from None
     except Exception:
         raise InvalidArgument(f"{field} is not a PNG or JPEG image") from None
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise InvalidArgument(
-            f"{field} is {width}x{height} pixels ({width * height}); "
-            f"the limit is {MAX_IMAGE_PIXELS}"
+            f"{field} is {width}x{height} pixels ({width * height}); the limit is {max_pixels}"
         )
     try:
         image.load()
@@ -224,6 +225,7 @@ class ImageClassificationRuntime(TaskRuntime):
                 f"not {INPUT_NAME}"
             )
         self.labels = model.manifest.labels
+        self.max_pixels = int(model.limits.get("max_image_pixels", MAX_IMAGE_PIXELS))
 
     def encode(self, inputs: Sequence[Input]) -> Encoded:
         """One N x 3 x H x W float32 batch; a bad image is refused naming `inputs[i].image`."""
@@ -232,7 +234,7 @@ class ImageClassificationRuntime(TaskRuntime):
         for index, item in enumerate(inputs):
             if not isinstance(item, Image):
                 raise InvalidArgument(f"inputs[{index}]: this model takes image input")
-            image = decode_image(item.data, f"inputs[{index}].image")
+            image = decode_image(item.data, f"inputs[{index}].image", self.max_pixels)
             batch[index] = self.preprocessing.pixels(image)
         return Encoded({INPUT_NAME: self.preprocessing.normalize(batch)})
 

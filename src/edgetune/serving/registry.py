@@ -139,6 +139,7 @@ class ModelRegistry:
                 self.providers,
                 verify=self.settings.verify_checksums,
                 warmup=self.settings.warmup,
+                limits={"max_image_pixels": self.settings.max_image_pixels},
             )
             self._loaded[version.key] = served
             await self._notify(version, loaded=True)
