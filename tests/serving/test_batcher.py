@@ -185,9 +185,10 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
     try:
         served = await running.registry.get("tiny")
         decode = served.runtime.decode
-        gate = threading.Event()
+        gate, entered = threading.Event(), threading.Event()
 
         def held(*args):
+            entered.set()
             gate.wait(5)
             return decode(*args)
 
@@ -195,12 +196,17 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = inference_pb2_grpc.InferenceStub(channel)
             request = pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text="good")])
-            calls = [asyncio.ensure_future(stub.Classify(request)) for _ in range(4)]
-            await asyncio.sleep(0.3)
+            first = asyncio.ensure_future(stub.Classify(request))
+            await asyncio.to_thread(entered.wait, 5)  # taken off the queue, held in a run
+            rest = [asyncio.ensure_future(stub.Classify(request)) for _ in range(3)]
+            for _ in range(50):  # until one waits in the queue and two were refused
+                if sum(c.done() for c in rest) == 2:
+                    break
+                await asyncio.sleep(0.05)
             gate.set()
-            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
         codes = sorted(o.code().name if isinstance(o, aio.AioRpcError) else "OK" for o in outcomes)
-        assert codes.count("RESOURCE_EXHAUSTED") >= 1 and codes.count("OK") >= 2
+        assert codes == ["OK", "OK", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]
         exhausted = next(o for o in outcomes if isinstance(o, aio.AioRpcError))
         assert exhausted.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "requests are already waiting" in exhausted.details()
