@@ -21,14 +21,13 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import atheris
 
 with atheris.instrument_imports(include=["edgetune"]):
     from edgetune.errors import InvalidArgument
     from edgetune.plugins.multi_label import MultiLabelClassification
-    from edgetune.plugins.readers import CsvReader, JsonlReader
+    from edgetune.plugins.readers import CsvReader, JsonlReader, json_strings
     from edgetune.plugins.text_classification import TextClassification
     from edgetune.plugins.token_classification import TokenClassification
     from edgetune.training.datasets import label_counts
@@ -47,22 +46,6 @@ TASKS = (TextClassification(), MultiLabelClassification(), TokenClassification()
 FILE = WORK / "data"
 
 
-def strings(value: Any) -> list[str]:
-    """Every string in a parsed value, keys included; walked without recursion, since the
-    value may nest as deep as the parser allowed."""
-    found, pending = [], [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            found.append(item)
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return found
-
-
 def test_one_input(data: bytes) -> None:
     """Read data with each reader; check the rows of each file that parses with each task."""
     FILE.write_bytes(data)
@@ -74,7 +57,7 @@ def test_one_input(data: bytes) -> None:
         for row in rows:
             if not isinstance(row, dict):
                 raise TypeError(f"{reader.format} returned {type(row).__name__}, not a dict")
-            for text in strings(row):
+            for text in json_strings(row):
                 text.encode("utf-8")  # UnicodeEncodeError: a lone surrogate got through
         if not rows:
             continue

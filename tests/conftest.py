@@ -74,6 +74,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local transformers folder with a tiny random-init ViT image classifier (a, b)."""
+    return conformance.build_tiny_vit(tmp_path_factory.mktemp("tiny-vit"), ["a", "b"])
+
+
+@pytest.fixture(scope="session")
 def plugins() -> Plugins:
     """The built-in plugins only (entry points off, so the host machine cannot interfere)."""
     return build_plugins(autoload=False)

@@ -107,7 +107,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-def _channel(args: argparse.Namespace) -> grpc.Channel:
+def client_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel for a client command's --address, TLS flags and --token."""
     return open_channel(
         args.address,
         ca_file=args.tls_ca,
@@ -131,7 +132,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs=[inference_pb2.Input(text=text) for text in texts],
         top_k=0 if args.json else max(args.top_k, 1),
     )
-    with _channel(args) as channel:
+    with client_channel(args) as channel:
         reply = inference_pb2_grpc.InferenceStub(channel).Classify(request, timeout=args.timeout)
     for text, result in zip(texts, reply.results, strict=True):
         if args.json:
@@ -158,7 +159,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     """List, load or unload models on a running server."""
     from edgetune.v1 import models_pb2, models_pb2_grpc
 
-    with _channel(args) as channel:
+    with client_channel(args) as channel:
         stub = models_pb2_grpc.ModelsStub(channel)
         if args.action == "list":
             reply = stub.ListModels(models_pb2.ListModelsRequest(), timeout=args.timeout)

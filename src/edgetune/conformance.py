@@ -95,6 +95,29 @@ def build_tiny_bert(
     return folder
 
 
+def build_tiny_vit(folder: Path, labels: Sequence[str], *, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide random ViT for 32x32 images (8x8 patches) and its image
+    processor into folder: a base for image tasks. Needs torch and transformers."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(  # type: ignore[no-untyped-call]
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
 class TaskConformance:
     """Checks a task plugin end to end. Subclass it as `Test...` and fill in the blanks."""
 

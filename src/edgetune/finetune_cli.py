@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgetune.client import open_channel
+from edgetune.cli import client_channel
 from edgetune.errors import InvalidArgument
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
@@ -58,13 +58,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         early_stopping_patience=args.patience,
     )
-    with open_channel(
-        args.address,
-        ca_file=args.tls_ca,
-        cert_file=args.tls_cert,
-        key_file=args.tls_key,
-        token=args.token,
-    ) as channel:
+    with client_channel(args) as channel:
         stub = finetuning_pb2_grpc.FineTuningStub(channel)
         request = pb.CreateJobRequest(
             model_name=args.name,
@@ -184,13 +178,7 @@ def confusion_table(metrics: Mapping[str, float]) -> Table | None:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List, show, watch or cancel fine-tuning jobs."""
-    with open_channel(
-        args.address,
-        ca_file=args.tls_ca,
-        cert_file=args.tls_cert,
-        key_file=args.tls_key,
-        token=args.token,
-    ) as channel:
+    with client_channel(args) as channel:
         stub = finetuning_pb2_grpc.FineTuningStub(channel)
         if args.action == "list":
             states = [pb.JobState.Value(f"JOB_STATE_{s.upper()}") for s in args.state]

@@ -250,6 +250,18 @@ def softmax(logits: Array) -> npt.NDArray[np.float32]:
     return result
 
 
+def label_head(labels: Sequence[str]) -> dict[str, Any]:
+    """`from_pretrained` arguments for a model with a head over labels: a fresh head when
+    the base's label set differs, weights from safetensors only (never a pickle)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "ignore_mismatched_sizes": True,
+        "use_safetensors": True,
+    }
+
+
 def single_label_results(logits: Array, labels: Sequence[str], top_k: int) -> list[Result]:
     """One Result per row of logits: labels ranked by softmax score, the best `selected`,
     cut to top_k (0 = all). The decode of every single-label classifier."""

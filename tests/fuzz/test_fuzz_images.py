@@ -29,30 +29,14 @@ from edgetune.v1 import inference_pb2_grpc
 
 
 @pytest.fixture(scope="module")
-def tiny_vit_models(tmp_path_factory: pytest.TempPathFactory, plugins: Plugins) -> Path:
-    """A repository holding a 2-layer ViT for 32x32 images as model "vit"."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
+def tiny_vit_models(
+    tmp_path_factory: pytest.TempPathFactory, plugins: Plugins, tiny_vit: Path
+) -> Path:
+    """A repository holding the tiny ViT (32x32 images) as model "vit"."""
     from edgetune.exporters.onnx import import_model
 
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=2,
-        id2label={0: "a", 1: "b"},
-        label2id={"a": 0, "b": 1},
-    )
-    torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     root = tmp_path_factory.mktemp("vit-models") / "models"
-    import_model(ModelRepository(root), plugins.task("image-classification"), "vit", folder)
+    import_model(ModelRepository(root), plugins.task("image-classification"), "vit", tiny_vit)
     return root
 
 

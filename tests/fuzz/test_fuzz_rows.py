@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from edgetune.errors import InvalidArgument
 from edgetune.plugins.manager import Plugins
+from edgetune.plugins.readers import json_strings
 from edgetune.task import Task
 from edgetune.training.datasets import check_training_data, stratified_split
 
@@ -39,22 +40,6 @@ from edgetune.training.datasets import check_training_data, stratified_split
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One file the examples overwrite in turn."""
     return tmp_path_factory.mktemp("fuzz-rows") / "data"
-
-
-def all_strings(value: Any) -> list[str]:
-    """Every string in a parsed value, keys included; walked without recursion, since the
-    value may nest as deep as the parser allowed."""
-    found, pending = [], [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            found.append(item)
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return found
 
 
 @st.composite
@@ -93,7 +78,7 @@ def test_readers_raise_only_invalid_argument_and_return_valid_unicode(
         event(f"{reader.format} read {'no' if not rows else 'some'} rows")
         for row in rows:
             assert isinstance(row, dict)
-            for text in all_strings(row):
+            for text in json_strings(row):
                 text.encode("utf-8")  # UnicodeEncodeError for a lone surrogate
 
 

@@ -19,7 +19,7 @@ import pytest
 from grpc import aio
 from PIL import Image as PILImage
 
-from edgetune.conformance import TaskConformance
+from edgetune.conformance import TaskConformance, build_tiny_vit
 from edgetune.errors import InvalidArgument, ModelLoadError
 from edgetune.plugins.image_classification import (
     MAX_IMAGE_PIXELS,
@@ -36,35 +36,6 @@ from edgetune.v1 import inference_pb2 as ipb
 task = ImageClassification()
 DIGITS = [str(d) for d in range(10)]
 TRAIN_ROWS = 1400  # of the 1797 bundled digits; the rest are held out for Classify
-
-
-def build_tiny_vit(folder: Path, labels: list[str] | None = None, seed: int = 0) -> Path:
-    """Save a 2-layer, 32-wide ViT for 32x32 images (8x8 patches) and its image processor."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    labels = labels or ["a", "b"]
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    torch.manual_seed(seed)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local transformers folder with a tiny random-init ViT image classifier."""
-    return build_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
 def encoded(image: PILImage.Image, fmt: str = "PNG") -> bytes:

@@ -40,6 +40,7 @@ from edgetune.task import (
     Result,
     Task,
     TaskRuntime,
+    label_head,
     single_label_results,
 )
 
@@ -270,11 +271,7 @@ class ImageClassification(Task):
 
         return AutoModelForImageClassification.from_pretrained(
             base,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            ignore_mismatched_sizes=True,
-            use_safetensors=True,
+            **label_head(labels),
         )
 
     def load_preprocessor(self, base: Path) -> Any:

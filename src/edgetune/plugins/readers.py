@@ -68,21 +68,24 @@ def _parse_json(line: str, row: int) -> Any:
         raise InvalidArgument(f"row {row}: not valid JSON: nested too deeply") from None
 
 
-def _holds_surrogate(value: Any) -> bool:
-    """Whether any string in a parsed JSON value (keys too) holds a surrogate code point;
-    walked without recursion, since the value may nest as deep as the parser allowed."""
+def json_strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, keys included; walked without recursion, since
+    the value may nest as deep as the parser allowed."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
+            yield item
         elif isinstance(item, dict):
             pending.extend(item)
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-    return False
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether any string in a parsed JSON value holds a surrogate code point."""
+    return any(_SURROGATE.search(text) for text in json_strings(value))
 
 
 class CsvReader(DatasetReader):

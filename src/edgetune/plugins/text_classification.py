@@ -27,10 +27,23 @@ from edgetune.task import (
     Text,
     TextPair,
     TokenIds,
+    label_head,
     single_label_results,
 )
 
 DEFAULT_MAX_LENGTH = 512
+
+
+def tokenizer_options(model: Any, preprocessor: Any, max_length: int | None) -> dict[str, Any]:
+    """Serving options of a transformers text model: the max sequence length (the training
+    length, within what the model takes) and the pad token, for the Rust tokenizer."""
+    limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+    model_max = getattr(preprocessor, "model_max_length", limit) or limit
+    return {
+        "max_length": int(min(limit, model_max, max_length or limit)),
+        "pad_token": str(preprocessor.pad_token),
+        "pad_token_id": int(preprocessor.pad_token_id),
+    }
 
 
 class TextClassificationRuntime(TaskRuntime):
@@ -155,11 +168,7 @@ class TextClassification(Task):
 
         model = AutoModelForSequenceClassification.from_pretrained(
             base,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            ignore_mismatched_sizes=True,
-            use_safetensors=True,
+            **label_head(labels),
         )
         if model.config.pad_token_id is None:
             # Decoder (GPT-2 family) classifiers find the last real token through it.
@@ -220,15 +229,8 @@ class TextClassification(Task):
     def task_options(
         self, model: Any, preprocessor: Any, max_length: int | None = None
     ) -> dict[str, Any]:
-        """Max sequence length (the training length, within what the model takes) and the
-        pad token, for the serving tokenizer."""
-        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-        model_max = getattr(preprocessor, "model_max_length", limit) or limit
-        return {
-            "max_length": int(min(limit, model_max, max_length or limit)),
-            "pad_token": str(preprocessor.pad_token),
-            "pad_token_id": int(preprocessor.pad_token_id),
-        }
+        """Max sequence length and pad token for the serving tokenizer."""
+        return tokenizer_options(model, preprocessor, max_length)
 
     def runtime(self, model: ModelFiles) -> TaskRuntime:
         """A runtime bound to this version's tokenizer and labels."""

@@ -41,7 +41,10 @@ from tokenizers import Encoding
 
 from edgetune.errors import InvalidArgument
 from edgetune.plugins import hookimpl
-from edgetune.plugins.text_classification import DEFAULT_MAX_LENGTH, TextClassificationRuntime
+from edgetune.plugins.text_classification import (
+    TextClassificationRuntime,
+    tokenizer_options,
+)
 from edgetune.task import (
     IGNORE_INDEX,
     Array,
@@ -54,6 +57,7 @@ from edgetune.task import (
     Task,
     TaskRuntime,
     Text,
+    label_head,
     softmax,
 )
 
@@ -244,11 +248,7 @@ class TokenClassification(Task):
 
         return AutoModelForTokenClassification.from_pretrained(
             base,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            ignore_mismatched_sizes=True,
-            use_safetensors=True,
+            **label_head(labels),
         )
 
     def load_preprocessor(self, base: Path) -> Any:
@@ -345,15 +345,8 @@ class TokenClassification(Task):
     def task_options(
         self, model: Any, preprocessor: Any, max_length: int | None = None
     ) -> dict[str, Any]:
-        """Max sequence length (the training length, within what the model takes) and the
-        pad token, for the serving tokenizer."""
-        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-        model_max = getattr(preprocessor, "model_max_length", limit) or limit
-        return {
-            "max_length": int(min(limit, model_max, max_length or limit)),
-            "pad_token": str(preprocessor.pad_token),
-            "pad_token_id": int(preprocessor.pad_token_id),
-        }
+        """Max sequence length and pad token for the serving tokenizer."""
+        return tokenizer_options(model, preprocessor, max_length)
 
     def runtime(self, model: ModelFiles) -> TaskRuntime:
         """A runtime bound to this version's tokenizer and tags."""

@@ -104,24 +104,39 @@ class ErrorInterceptor(aio.ServerInterceptor):
         return wrapped
 
 
+_KINDS = (
+    # (attribute of the handler, its builder, whether requests arrive as a stream)
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, False),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, True),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+)
+
+
+def _rebuild(
+    handler: Handler,
+    behavior_for: Callable[[Callable[..., Any], bool], Callable[..., Any]],
+    request_deserializer: Any,
+) -> Handler:
+    """A handler of the same kind as handler, whose behavior is behavior_for(its behavior,
+    whether requests stream)."""
+    for attribute, build, stream_request in _KINDS:
+        behavior = getattr(handler, attribute)
+        if behavior:
+            return build(
+                behavior_for(behavior, stream_request),
+                request_deserializer=request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    raise ValueError(f"handler {handler!r} has no behavior")
+
+
 def _wrap_handler(handler: Handler) -> Handler:
     parse = _parser(handler.request_deserializer)
     # Requests reach the wrapper as bytes and are parsed there (see `_parser`).
-    serializers = {
-        "request_deserializer": None,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        behavior = _wrap(handler.unary_unary, parse, stream_request=False)
-        return grpc.unary_unary_rpc_method_handler(behavior, **serializers)
-    if handler.unary_stream:
-        behavior = _wrap(handler.unary_stream, parse, stream_request=False)
-        return grpc.unary_stream_rpc_method_handler(behavior, **serializers)
-    if handler.stream_unary:
-        behavior = _wrap(handler.stream_unary, parse, stream_request=True)
-        return grpc.stream_unary_rpc_method_handler(behavior, **serializers)
-    behavior = _wrap(handler.stream_stream, parse, stream_request=True)
-    return grpc.stream_stream_rpc_method_handler(behavior, **serializers)
+    return _rebuild(
+        handler, lambda behavior, stream_request: _wrap(behavior, parse, stream_request), None
+    )
 
 
 class AuthInterceptor(aio.ServerInterceptor):
@@ -166,14 +181,7 @@ def _refusal(handler: Handler, exc: Exception) -> Handler:
         await abort_with(context, exc)
         yield  # pragma: no cover - never reached; makes this an async generator
 
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(refuse, **serializers)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **serializers)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse, **serializers)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, **serializers)
+    def behavior_for(behavior: Callable[..., Any], stream_request: bool) -> Callable[..., Any]:
+        return refuse_stream if inspect.isasyncgenfunction(behavior) else refuse
+
+    return _rebuild(handler, behavior_for, handler.request_deserializer)
