@@ -159,6 +159,21 @@ class Settings(BaseSettings):
     """What a job does when int8 loses more than max_accuracy_drop: publish the fp32 model
     ("fp32") or fail ("fail")."""
 
+    search_budget_factor: float = Field(default=2.0, gt=0)
+    """A job's search without a time budget of its own stops starting trials once its trials
+    took this many times the first trial's duration (the first trial uses the default
+    hyperparameters)."""
+
+    search_max_length: int = Field(default=256, ge=8, le=8192)
+    """Most tokens per example a search picks when the request sets no max_length: it takes
+    the 95th percentile of the training texts' token counts, within this and the model's
+    limit (attention cost grows with the length, so this bounds a job's time on CPUs)."""
+
+    search_refit_rows: int = Field(default=5000, ge=0)
+    """Data sets with at most this many labelled rows (training plus a validation split)
+    are retrained on all of them with the configuration a search chose; larger ones
+    publish the chosen trial's model. 0 never retrains."""
+
     cancel_grace_s: float = Field(default=10.0, ge=0)
     """Seconds a cancelled training process gets to stop before it is killed."""
 

@@ -146,6 +146,14 @@ class TaskRuntime(ABC):
 # ---- the task ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """A classical model's validation metrics (see `Task.baseline`)."""
+
+    description: str
+    metrics: dict[str, float]
+
+
 class Task(ABC):
     """A kind of model edgetune can build, train, export and serve."""
 
@@ -166,6 +174,9 @@ class Task(ABC):
 
     gate_metric: ClassVar[str] = "accuracy"
     """The metric the int8-vs-fp32 accuracy gate compares."""
+
+    search_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1")
+    """Metrics of `compute_metrics` a hyperparameter search may maximize (higher is better)."""
 
     # -- data: plain Python, runs in the server to validate data sets before any training --
 
@@ -230,6 +241,24 @@ class Task(ABC):
         keeps. Called once per job, after export and before the int8 gate. Default: as is.
         """
         return options
+
+    def token_lengths(
+        self, examples: Sequence[Mapping[str, Any]], preprocessor: Any
+    ) -> list[int] | None:
+        """Each example's length in tokens before truncation, so a search can choose
+        max_length from the data; None (the default) for inputs without a length."""
+        return None
+
+    def baseline(
+        self,
+        train: Sequence[Mapping[str, Any]],
+        validation: Sequence[Mapping[str, Any]],
+        labels: Sequence[str],
+    ) -> Baseline | None:
+        """A classical model (e.g. scikit-learn) fit on the training rows and scored on the
+        validation rows with this task's metrics, so a job shows what fine-tuning earns
+        over it. Runs in the training process. Default: None (no baseline)."""
+        return None
 
     # -- serve: numpy, onnxruntime and tokenizers only --
 

@@ -31,9 +31,11 @@ import numpy.typing as npt
 
 from edgetune.errors import InvalidArgument, ModelLoadError
 from edgetune.plugins import hookimpl
+from edgetune.plugins.baselines import TFIDF_DESCRIPTION, tfidf_logistic_regression
 from edgetune.plugins.text_classification import TextClassification, TextClassificationRuntime
 from edgetune.task import (
     Array,
+    Baseline,
     Encoded,
     Input,
     LabelScore,
@@ -287,6 +289,37 @@ class MultiLabelClassification(Task):
         for label in thresholds:
             thresholds[label] = float(metrics.get(f"threshold/{label}", thresholds[label]))
         return {**options, "thresholds": thresholds}
+
+    def token_lengths(self, examples: Sequence[Mapping[str, Any]], preprocessor: Any) -> list[int]:
+        """Token counts of the texts, as the text classifier counts them."""
+        return _TEXT.token_lengths(examples, preprocessor)
+
+    def baseline(
+        self,
+        train: Sequence[Mapping[str, Any]],
+        validation: Sequence[Mapping[str, Any]],
+        labels: Sequence[str],
+    ) -> Baseline:
+        """TF-IDF + one logistic regression per label, metrics at its 0.5 threshold."""
+        index = {label: i for i, label in enumerate(labels)}
+
+        def targets(rows: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.bool_]:
+            matrix = np.zeros((len(rows), len(labels)), dtype=bool)
+            for n, row in enumerate(rows):
+                matrix[n, [index[label] for label in self.example_labels(row, n + 1)]] = True
+            return matrix
+
+        predicted = tfidf_logistic_regression(
+            [str(r["text"]) for r in train],
+            targets(train).astype(np.int64),
+            [str(r["text"]) for r in validation],
+        )
+        description = TFIDF_DESCRIPTION.replace(
+            "logistic regression", "a logistic regression per label"
+        )
+        return Baseline(
+            description, multi_label_metrics(predicted.astype(bool), targets(validation), labels)
+        )
 
     def runtime(self, model: ModelFiles) -> TaskRuntime:
         """A runtime bound to this version's tokenizer, labels and thresholds."""

@@ -15,9 +15,11 @@ from tokenizers import Tokenizer
 
 from edgetune.errors import InvalidArgument, ModelLoadError
 from edgetune.plugins import hookimpl
+from edgetune.plugins.baselines import TFIDF_DESCRIPTION, joined, tfidf_logistic_regression
 from edgetune.plugins.metrics import classification_metrics
 from edgetune.task import (
     Array,
+    Baseline,
     Encoded,
     Input,
     ModelFiles,
@@ -231,6 +233,40 @@ class TextClassification(Task):
     ) -> dict[str, Any]:
         """Max sequence length and pad token for the serving tokenizer."""
         return tokenizer_options(model, preprocessor, max_length)
+
+    def token_lengths(self, examples: Sequence[Mapping[str, Any]], preprocessor: Any) -> list[int]:
+        """Token counts of the texts (and pairs) with the model's tokenizer."""
+        inputs = [self.example_input(e) for e in examples]
+        texts = [item.text for item in inputs if isinstance(item, Text | TextPair)]
+        pairs = [item.text_pair for item in inputs if isinstance(item, TextPair)] or None
+        return [len(ids) for ids in preprocessor(texts, pairs)["input_ids"]]
+
+    def baseline(
+        self,
+        train: Sequence[Mapping[str, Any]],
+        validation: Sequence[Mapping[str, Any]],
+        labels: Sequence[str],
+    ) -> Baseline:
+        """TF-IDF + logistic regression on the texts (a pair joined into one text)."""
+        index = {label: i for i, label in enumerate(labels)}
+
+        def texts(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+            inputs = [self.example_input(row) for row in rows]
+            return [
+                joined(item.text, item.text_pair if isinstance(item, TextPair) else None)
+                for item in inputs
+                if isinstance(item, Text | TextPair)
+            ]
+
+        def targets(rows: Sequence[Mapping[str, Any]]) -> Array:
+            return np.array(
+                [index[self.example_labels(row, n)[0]] for n, row in enumerate(rows, start=1)]
+            )
+
+        predicted = tfidf_logistic_regression(texts(train), targets(train), texts(validation))
+        return Baseline(
+            TFIDF_DESCRIPTION, classification_metrics(predicted, targets(validation), labels)
+        )
 
     def runtime(self, model: ModelFiles) -> TaskRuntime:
         """A runtime bound to this version's tokenizer and labels."""

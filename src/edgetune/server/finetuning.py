@@ -12,13 +12,21 @@ from pydantic import ValidationError
 from edgetune.errors import InvalidArgument, ResourceExhausted
 from edgetune.training.datasets import DatasetInfo, DatasetStore
 from edgetune.training.jobs import JobManager
-from edgetune.training.spec import Hyperparameters, JobSpec, JobState
+from edgetune.training.spec import (
+    SEARCHABLE,
+    Hyperparameters,
+    JobSpec,
+    JobState,
+    Range,
+    SearchSpec,
+)
 from edgetune.training.store import Event, Job
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc
 
 Context = Any  # grpc.aio.ServicerContext
 MAX_PAGE_SIZE = 500
+DEFAULT_TRIALS = SearchSpec.model_fields["trials"].default
 MIB = 2**20
 
 
@@ -170,6 +178,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
             "auto_promote": request.auto_promote,
             "idempotency_key": request.idempotency_key,
             "hyperparameters": _hyperparameters(request.hyperparameters),
+            "search": self._search(request, task),
         }
         if base == "base_path":
             fields["base_path"] = str(self._confined(request.base_path))
@@ -185,6 +194,34 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
             case "validation_split":
                 fields["validation_split"] = request.validation_split
         return _job_spec(fields)
+
+    def _search(self, request: pb.CreateJobRequest, task: str) -> SearchSpec:
+        """The job's search: as asked; by default a search when the request sets no
+        hyperparameter, else a single run with them."""
+        fixed = [field.name for field, _ in request.hyperparameters.ListFields()]
+        if not request.HasField("search"):
+            return SearchSpec(trials=1 if fixed else DEFAULT_TRIALS, fixed=fixed)
+        asked = request.search
+        metrics = self.jobs.plugins.task(task).search_metrics
+        if asked.metric and asked.metric not in metrics:
+            raise InvalidArgument(
+                f"search.metric {bounded(asked.metric)} is not one of the metrics of "
+                f"{task}: {', '.join(metrics)}"
+            )
+        space = {}
+        for name, r in asked.space.items():
+            space[name] = _range(name, r)
+        try:
+            return SearchSpec(
+                trials=asked.trials or DEFAULT_TRIALS,
+                time_budget_minutes=asked.time_budget_minutes,
+                metric=asked.metric,
+                space=space,
+                fixed=fixed,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidArgument(f"search.{first['loc'][0]}: {first['msg']}") from None
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         """One job."""
@@ -225,6 +262,53 @@ def _job_spec(fields: dict[str, Any]) -> JobSpec:
         raise InvalidArgument(f"{where}: {first['msg']}") from None
 
 
+def bounded(value: str, limit: int = 64) -> str:
+    """A client's string quoted for a message, cut to limit characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _range(name: str, r: pb.Range) -> Range:
+    """One search range, checked: a known hyperparameter, low < high or choices, values
+    the hyperparameter takes."""
+    field = f"search.space[{bounded(name, 32)}]"
+    if name not in SEARCHABLE:
+        raise InvalidArgument(
+            f"{field}: not a hyperparameter a search varies ({', '.join(SEARCHABLE)})"
+        )
+    values = list(r.choices)
+    if values and (r.low or r.high):
+        raise InvalidArgument(f"{field}: give low and high, or choices, not both")
+    if not values:
+        if not r.low < r.high:
+            raise InvalidArgument(
+                f"{field}: the range is empty or inverted (low {r.low:g}, high {r.high:g}); "
+                "low must be below high"
+            )
+        values = [r.low, r.high]
+    integer = Hyperparameters.model_fields[name].annotation in (int, "int")
+    for value in values:
+        if integer and not float(value).is_integer():
+            raise InvalidArgument(f"{field}: {value:g} is not a whole number")
+        try:
+            Hyperparameters(**{name: int(value) if integer else value})
+        except ValidationError as exc:
+            raise InvalidArgument(f"{field}: {value:g}: {exc.errors()[0]['msg']}") from None
+    return Range(low=r.low, high=r.high, choices=tuple(r.choices))
+
+
+def search_to_pb(search: SearchSpec) -> pb.Search:
+    """A Search message from a job's search."""
+    return pb.Search(
+        trials=search.trials,
+        time_budget_minutes=search.time_budget_minutes,
+        metric=search.metric,
+        space={
+            name: pb.Range(low=r.low, high=r.high, choices=r.choices)
+            for name, r in search.space.items()
+        },
+    )
+
+
 def _hyperparameters(message: pb.Hyperparameters) -> Hyperparameters:
     """Zero fields take the defaults."""
     given = {field.name: value for field, value in message.ListFields()}
@@ -253,9 +337,26 @@ def progress_to_pb(progress: dict[str, Any]) -> pb.Progress:
     return pb.Progress(**progress)
 
 
+TRIAL_STATES = {
+    "complete": pb.TRIAL_STATE_COMPLETE,
+    "pruned": pb.TRIAL_STATE_PRUNED,
+    "failed": pb.TRIAL_STATE_FAILED,
+}
+
+
+def trial_to_pb(trial: dict[str, Any]) -> pb.Trial:
+    """A Trial message from a stored trial."""
+    return pb.Trial(
+        **{**trial, "state": TRIAL_STATES[trial["state"]]},
+    )
+
+
 def result_to_pb(result: dict[str, Any]) -> pb.JobResult:
     """A JobResult message from a stored result."""
-    return pb.JobResult(**result) if result else pb.JobResult()
+    if not result:
+        return pb.JobResult()
+    trials = [trial_to_pb(t) for t in result.get("trials", [])]
+    return pb.JobResult(**{**result, "trials": trials})
 
 
 def job_to_pb(job: Job) -> pb.Job:
@@ -279,6 +380,7 @@ def job_to_pb(job: Job) -> pb.Job:
         started=job.started,
         finished=job.finished,
         idempotency_key=spec.idempotency_key,
+        search=search_to_pb(spec.search),
     )
 
 
@@ -293,4 +395,6 @@ def event_to_pb(event: Event) -> pb.JobEvent:
         progress=progress_to_pb(data.get("progress", {})),
         metrics=data.get("metrics", {}),
         result=result_to_pb(data.get("result", {})),
+        trial=trial_to_pb(data["trial"]) if "trial" in data else None,
+        baseline=data.get("baseline"),
     )

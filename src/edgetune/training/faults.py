@@ -11,10 +11,11 @@ processes, holds `ACTION@POINT`:
 - `fsize=BYTES@POINT`: for the step named POINT, no file the process writes may grow past
   BYTES (`RLIMIT_FSIZE`; writes fail with EFBIG as they would with ENOSPC on a full disk).
 
-Points: `export` (the ONNX files are in the staging folder, nothing published), `publish`
-(the version is assembled in staging, just before it is renamed into place), `published`
-(the version is in the repository, the job has not recorded it yet). `fsize` applies to
-`publish`: export, quantization and publication together.
+Points: `trial` (a search trial finished and is recorded in its study), `export` (the ONNX
+files are in the staging folder, nothing published), `publish` (the version is assembled in
+staging, just before it is renamed into place), `published` (the version is in the
+repository, the job has not recorded it yet). `fsize` applies to `publish`: export,
+quantization and publication together.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from edgetune.training.loop import Cancelled
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "EDGETUNE_TEST_FAULT"
-POINTS = ("export", "publish", "published")
+POINTS = ("trial", "export", "publish", "published")
 
 
 class Faults:

@@ -42,6 +42,10 @@ class Progress:
     loss: float
     eta_seconds: float
     examples_per_second: float
+    trial: int = 0
+    """The search trial this is (from 1); 0 outside a search."""
+    trials: int = 0
+    """Trials the search may run; 0 outside a search."""
 
 
 class Reporter:
@@ -66,6 +70,8 @@ class Outcome:
 
     best: Checkpoint
     stopped_early: bool
+    last: Checkpoint
+    """The last epoch's checkpoint (what a retraining on all rows publishes)."""
 
 
 def evaluate(
@@ -164,8 +170,8 @@ def train(
     started = time.monotonic()
     steps_this_run = 0
     for epoch in range(first_epoch, hp.epochs + 1):
-        if best is not None and since_best >= hp.early_stopping_patience:
-            return Outcome(best, stopped_early=True)
+        if best is not None and last is not None and since_best >= hp.early_stopping_patience:
+            return Outcome(best, stopped_early=True, last=last)
         window_loss, window_steps, window_examples = 0.0, 0, 0
         window_start = last_report = time.monotonic()
         for batch in loader:
@@ -217,7 +223,7 @@ def train(
                 reporter.checkpoint_removed(old.epoch)
         if since_best >= hp.early_stopping_patience and epoch < hp.epochs:
             log.info("early stopping after epoch %d", epoch)
-            return Outcome(best, stopped_early=True)
-    if best is None:  # resumed with every epoch already done and no checkpoint kept
+            return Outcome(best, stopped_early=True, last=last)
+    if best is None or last is None:  # resumed with every epoch done and no checkpoint kept
         raise RuntimeError("training ended without a checkpoint")
-    return Outcome(best, stopped_early=False)
+    return Outcome(best, stopped_early=False, last=last)

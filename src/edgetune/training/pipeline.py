@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgetune.errors import EdgetuneError, FailedPrecondition, ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.onnx import export_onnx
@@ -24,11 +26,14 @@ from edgetune.training.datasets import DatasetStore
 from edgetune.training.faults import NO_FAULTS, Faults
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
-from edgetune.training.spec import JobSpec, JobState
+from edgetune.training.search import Search, checkpoint_of, progress_data
+from edgetune.training.spec import Hyperparameters, JobSpec, JobState
 from edgetune.training.store import Checkpoint, Job, JobStore
 
 log = logging.getLogger(__name__)
 
+REPORT_KEYS = ("baseline", "trials", "selection", "estimated_metrics")
+"""What a job's manifest (training section) and result say beside the metrics."""
 FP32_FILE = "model.fp32.onnx"
 INT8_FILE = "model.int8.onnx"
 FUSED_FILE = "model.int8-fused.onnx"
@@ -42,15 +47,7 @@ class StoreReporter(Reporter):
         self.job_id = job_id
 
     def progress(self, progress: Progress) -> None:
-        data = {
-            "epoch": progress.epoch,
-            "epochs": progress.epochs,
-            "step": progress.step,
-            "total_steps": progress.total_steps,
-            "loss": round(progress.loss, 5),
-            "eta_seconds": round(progress.eta_seconds, 1),
-            "examples_per_second": round(progress.examples_per_second, 2),
-        }
+        data = progress_data(progress)
         message = (
             f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/"
             f"{progress.total_steps} loss {progress.loss:.4f}"
@@ -143,18 +140,19 @@ def train_and_publish(
     cancelled: Callable[[], bool],
     faults: Faults,
 ) -> dict[str, Any]:
-    """Train (from the last checkpoint, if any), then export and publish the best one."""
+    """Search (or train once), retrain on all rows when the data is small, then export and
+    publish. Training resumes from the last checkpoint, a search from its finished trials."""
     spec, hp = job.spec, job.spec.hyperparameters
     task = plugins.task(spec.task)
     train_rows, val_rows, labels = load_data(spec, task, datasets)
     base = resolve_base(spec, repository)
     preprocessor = task.load_preprocessor(base)
-    checkpoints = store.checkpoints(job.id)
-    last = checkpoints[-1] if checkpoints else None
-    best = max(checkpoints, key=lambda c: rank(task, c.metrics), default=None)
-    if last is not None:
-        store.update(job.id, f"resuming after epoch {last.epoch} from its checkpoint", {})
-    model = task.build_model(last.path if last else base, labels)
+    baseline = job_baseline(task, store, job.id, train_rows, val_rows, labels)
+    search = spec.search if spec.search.enabled and spec.search.ranges() else None
+    if search is not None and "max_length" not in search.fixed:
+        hp = hp.model_copy(
+            update={"max_length": data_max_length(task, settings, train_rows, preprocessor, hp)}
+        )
     train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
     val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
     store.update(
@@ -163,24 +161,78 @@ def train_and_publish(
         f"{len(val_rows)}; labels: {', '.join(labels)}",
         {},
     )
-    outcome: Outcome = train(
-        task,
-        model,
-        task.collate(preprocessor),
-        train_features,
-        val_features,
-        labels,
-        hp,
-        workdir,
-        StoreReporter(store, job.id),
-        cancelled,
-        resume=last,
-        best=best,
-    )
+    collate = task.collate(preprocessor)
+    report: dict[str, Any] = {"baseline": baseline} if baseline else {}
+    if search is None:
+        outcome = run_training(
+            job,
+            task,
+            store,
+            base,
+            labels,
+            collate,
+            train_features,
+            val_features,
+            hp,
+            workdir,
+            cancelled,
+        )
+        best = outcome.best
+        report["selection"] = (
+            f"a single run; figures are on the {len(val_rows)} validation rows, "
+            f"unseen in training (best epoch {best.epoch})"
+        )
+        report["estimated_metrics"] = best.metrics
+    else:
+        found = Search(job.id, search, hp, task, settings, store, workdir, cancelled, faults).run(
+            lambda: task.build_model(base, labels), collate, train_features, val_features, labels
+        )
+        store.update(job.id, found.summary, {"metrics": found.metrics}, metrics=found.metrics)
+        report["trials"] = found.trials
+        report["estimated_metrics"] = found.metrics
+        hp = found.hyperparameters
+        rows = len(train_rows) + len(val_rows)
+        if not spec.validation_dataset_id and rows <= settings.search_refit_rows:
+            hp = hp.model_copy(update={"epochs": found.best_epoch, "early_stopping_patience": 100})
+            store.update(
+                job.id,
+                f"retraining the chosen configuration on all {rows} labelled rows for "
+                f"{found.best_epoch} epochs",
+                {},
+            )
+            best = run_training(
+                job,
+                task,
+                store,
+                base,
+                labels,
+                collate,
+                train_features + val_features,
+                val_features,
+                hp,
+                workdir,
+                cancelled,
+            ).last
+            report["selection"] = (
+                f"{found.summary}; retrained on all {rows} labelled rows (the validation rows "
+                "too), so its fp32 and int8 figures are on rows it trained on: they check "
+                "quantization, not accuracy. estimated_metrics are the chosen configuration's "
+                f"on the {len(val_rows)} validation rows before retraining (optimistic by "
+                "the selection among trials)"
+            )
+        else:
+            best = checkpoint_of(found)
+            report["selection"] = (
+                f"{found.summary}; published that trial's model: figures are on the "
+                f"{len(val_rows)} validation rows, unseen in training"
+            )
+    report["estimated_metrics"] = {
+        k: v for k, v in report["estimated_metrics"].items() if not k.startswith("confusion/")
+    }
     if cancelled() or not store.transition(
         job.id,
         JobState.EXPORTING,
-        f"exporting the best checkpoint (epoch {outcome.best.epoch}) to ONNX",
+        f"exporting the chosen checkpoint (epoch {best.epoch}) to ONNX",
         allowed_from=[JobState.RUNNING],
     ):
         raise Cancelled
@@ -192,13 +244,15 @@ def train_and_publish(
                 spec,
                 settings,
                 repository,
-                outcome.best,
+                best,
                 preprocessor,
                 labels,
                 val_rows,
                 val_label_ids,
                 job.id,
                 faults,
+                hp=hp,
+                report=report,
             )
     except Exception as exc:
         if (cause := out_of_space(exc)) is None:
@@ -208,6 +262,94 @@ def train_and_publish(
             f"out of disk space while publishing {spec.model_name} ({cause}); nothing was "
             f"published: free space under {repository.root} and create the job again"
         ) from exc
+
+
+def run_training(
+    job: Job,
+    task: Task,
+    store: JobStore,
+    base: Path,
+    labels: list[str],
+    collate: Any,
+    train_features: list[dict[str, Any]],
+    val_features: list[dict[str, Any]],
+    hp: Hyperparameters,
+    workdir: Path,
+    cancelled: Callable[[], bool],
+) -> Outcome:
+    """The job's main training run, from its last checkpoint when it was interrupted."""
+    checkpoints = store.checkpoints(job.id)
+    last = checkpoints[-1] if checkpoints else None
+    best = max(checkpoints, key=lambda c: rank(task, c.metrics), default=None)
+    if last is not None:
+        store.update(job.id, f"resuming after epoch {last.epoch} from its checkpoint", {})
+    return train(
+        task,
+        task.build_model(last.path if last else base, labels),
+        collate,
+        train_features,
+        val_features,
+        labels,
+        hp,
+        workdir,
+        StoreReporter(store, job.id),
+        cancelled,
+        resume=last,
+        best=best,
+    )
+
+
+def job_baseline(
+    task: Task,
+    store: JobStore,
+    job_id: str,
+    train_rows: Sequence[Mapping[str, Any]],
+    val_rows: Sequence[Mapping[str, Any]],
+    labels: list[str],
+) -> dict[str, Any] | None:
+    """The task's classical baseline on the job's rows, reported as an event once (a
+    resumed job finds it among its events)."""
+    for event in store.events(job_id):
+        if "baseline" in event.data:
+            return dict(event.data["baseline"])
+    try:
+        found = task.baseline(train_rows, val_rows, labels)
+    except Exception as exc:  # a baseline is a comparison, never a reason to fail the job
+        log.exception("baseline of job %s failed", job_id)
+        store.update(job_id, f"no baseline: {type(exc).__name__}: {exc}", {})
+        return None
+    if found is None:
+        return None
+    metrics = {k: v for k, v in found.metrics.items() if not k.startswith("confusion/")}
+    baseline = {"description": found.description, "metrics": metrics}
+    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in task.search_metrics if k in metrics)
+    store.update(
+        job_id,
+        f"baseline ({found.description}) on the {len(val_rows)} validation rows: {summary}",
+        {"baseline": baseline},
+    )
+    return baseline
+
+
+def data_max_length(
+    task: Task,
+    settings: Settings,
+    rows: Sequence[Mapping[str, Any]],
+    preprocessor: Any,
+    hp: Hyperparameters,
+) -> int:
+    """max_length for a search: the 95th percentile of the training rows' token counts,
+    rounded up to a multiple of 16, within search_max_length and the tokenizer's limit;
+    the job's own max_length for tasks whose inputs have no length."""
+    lengths = task.token_lengths(rows, preprocessor)
+    if not lengths:
+        return hp.max_length
+    p95 = int(np.percentile(lengths, 95))
+    model_limit = getattr(preprocessor, "model_max_length", None)
+    limits = [settings.search_max_length]
+    if isinstance(model_limit, int) and 0 < model_limit < 1_000_000:
+        limits.append(model_limit)
+    return max(16, min(-(-p95 // 16) * 16, *limits))
 
 
 def find_published(repository: ModelRepository, name: str, job_id: str) -> ModelVersion | None:
@@ -225,6 +367,7 @@ def find_published(repository: ModelRepository, name: str, job_id: str) -> Model
 def result_of(version: ModelVersion) -> dict[str, Any]:
     """A job's result for the version it published, from the version's manifest."""
     metrics = version.manifest.metrics
+    training = version.manifest.training
     return {
         "model_name": version.name,
         "version": str(version.version),
@@ -235,6 +378,8 @@ def result_of(version: ModelVersion) -> dict[str, Any]:
         "size_bytes": version.model_file_bytes,
         "latency_ms": metrics.get("latency_ms", 0.0),
         "promoted": False,
+        "hyperparameters": dict(training.get("hyperparameters", {})),
+        **{key: training[key] for key in REPORT_KEYS if key in training},
     }
 
 
@@ -250,8 +395,16 @@ def publish(
     val_label_ids: Sequence[Any],
     job_id: str,
     faults: Faults = NO_FAULTS,
+    *,
+    hp: Hyperparameters,
+    report: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Export the best checkpoint, quantize, gate int8 against fp32, publish a version."""
+    """Export the best checkpoint, quantize, gate int8 against fp32, publish a version.
+
+    :param hp: the hyperparameters the checkpoint trained with.
+    :param report: what the manifest and the result say beside the metrics: "baseline",
+        "trials", "selection", "estimated_metrics".
+    """
     model = task.build_model(best.path, labels)
     with repository.staging() as staged:
         export_onnx(task, model, preprocessor, staged)
@@ -261,13 +414,14 @@ def publish(
             labels=labels,
             base_model=spec.base_label,
             format="onnx-fp32",
-            task_options=task.task_options(model, preprocessor, spec.hyperparameters.max_length),
+            task_options=task.task_options(model, preprocessor, hp.max_length),
             training={
                 "job": job_id,
                 "dataset_id": spec.dataset_id,
                 "validation_dataset_id": spec.validation_dataset_id,
-                "hyperparameters": spec.hyperparameters.model_dump(),
+                "hyperparameters": hp.model_dump(),
                 "best_epoch": best.epoch,
+                **report,
             },
         )
         fp32 = evaluate(task, staged, MODEL_FILE, manifest, val_rows, val_label_ids)

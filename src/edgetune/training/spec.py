@@ -43,6 +43,60 @@ class Hyperparameters(BaseModel):
     early_stopping_patience: int = Field(default=2, ge=1, le=100)
 
 
+SEARCHABLE = ("learning_rate", "epochs", "batch_size", "warmup_ratio", "weight_decay")
+"""Hyperparameters a search may vary (max_length is chosen from the data instead)."""
+
+
+class Range(BaseModel):
+    """Where a search looks for one hyperparameter: [low, high], or a list of choices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[float, ...] = ()
+
+
+DEFAULT_SPACE: dict[str, Range] = {
+    "learning_rate": Range(low=1e-5, high=5e-4),  # log-uniform
+    "epochs": Range(low=2, high=5),  # the cap; early stopping and pruning end trials sooner
+    "batch_size": Range(choices=(8, 16, 32)),
+    "warmup_ratio": Range(low=0.0, high=0.2),
+    "weight_decay": Range(low=0.0, high=0.1),
+}
+"""The default search space: it fits small encoders (MiniLM, DistilBERT, BERT-base)."""
+
+
+class SearchSpec(BaseModel):
+    """How a job searches its hyperparameters (Optuna study, pruned on validation metrics).
+
+    `trials` = 1 is a single run with the job's hyperparameters; the hyperparameters a
+    request gave explicitly (`fixed`) are never searched.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(default=6, ge=1, le=200)
+    time_budget_minutes: float = Field(default=0.0, ge=0, le=7 * 24 * 60)
+    """0: a budget of `search_budget_factor` times the first trial's duration."""
+    metric: str = ""
+    """The validation metric to maximize; empty: the task's selection metric."""
+    space: dict[str, Range] = Field(default_factory=dict)
+    """Overrides of DEFAULT_SPACE by hyperparameter name."""
+    fixed: list[str] = Field(default_factory=list)
+    """Hyperparameters the request gave: used as given, not searched."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the job runs more than one trial."""
+        return self.trials > 1
+
+    def ranges(self) -> dict[str, Range]:
+        """The effective space: defaults, overridden, without the fixed hyperparameters."""
+        merged = {**DEFAULT_SPACE, **self.space}
+        return {name: r for name, r in merged.items() if name not in self.fixed}
+
+
 class JobSpec(BaseModel):
     """Everything CreateJob asked for, validated; stored as JSON with the job."""
 
@@ -56,6 +110,8 @@ class JobSpec(BaseModel):
     validation_dataset_id: str = ""
     validation_split: float = Field(default=0.2, gt=0, le=0.5)
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    search: SearchSpec = Field(default_factory=lambda: SearchSpec(trials=1))
+    """Absent from jobs stored before searches existed: a single run, as they were."""
     model_name: str
     auto_promote: bool = False
     idempotency_key: str = ""

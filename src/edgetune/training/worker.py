@@ -24,6 +24,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.plugins.manager import build_plugins
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository
+from edgetune.training import search
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.loop import Cancelled
 from edgetune.training.pipeline import run_job
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("job %s failed", job.id)
         fail(store, job.id, workdir, f"{type(exc).__name__}: {exc}")
         return 1
+    finally:
+        if store.get(job.id).state.final or store.get(job.id).result:
+            search.forget(settings, job.id)  # its trials are in the result and the events
     return 0
 
 

@@ -17,6 +17,13 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIAL_STATE_UNSPECIFIED: _ClassVar[TrialState]
+    TRIAL_STATE_COMPLETE: _ClassVar[TrialState]
+    TRIAL_STATE_PRUNED: _ClassVar[TrialState]
+    TRIAL_STATE_FAILED: _ClassVar[TrialState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_VALIDATING: JobState
 JOB_STATE_QUEUED: JobState
@@ -25,6 +32,10 @@ JOB_STATE_EXPORTING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+TRIAL_STATE_UNSPECIFIED: TrialState
+TRIAL_STATE_COMPLETE: TrialState
+TRIAL_STATE_PRUNED: TrialState
+TRIAL_STATE_FAILED: TrialState
 
 class DatasetHeader(_message.Message):
     __slots__ = ("format", "filename", "task")
@@ -89,6 +100,79 @@ class Hyperparameters(_message.Message):
     early_stopping_patience: int
     def __init__(self, epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ...) -> None: ...
 
+class Range(_message.Message):
+    __slots__ = ("low", "high", "choices")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    choices: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ..., choices: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Search(_message.Message):
+    __slots__ = ("trials", "time_budget_minutes", "metric", "space")
+    class SpaceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Range
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Range, _Mapping]] = ...) -> None: ...
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    trials: int
+    time_budget_minutes: float
+    metric: str
+    space: _containers.MessageMap[str, Range]
+    def __init__(self, trials: _Optional[int] = ..., time_budget_minutes: _Optional[float] = ..., metric: _Optional[str] = ..., space: _Optional[_Mapping[str, Range]] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("number", "state", "hyperparameters", "value", "epochs_run", "best_epoch", "metrics", "seconds", "best")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_RUN_FIELD_NUMBER: _ClassVar[int]
+    BEST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    state: TrialState
+    hyperparameters: Hyperparameters
+    value: float
+    epochs_run: int
+    best_epoch: int
+    metrics: _containers.ScalarMap[str, float]
+    seconds: float
+    best: bool
+    def __init__(self, number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., value: _Optional[float] = ..., epochs_run: _Optional[int] = ..., best_epoch: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., seconds: _Optional[float] = ..., best: _Optional[bool] = ...) -> None: ...
+
+class Baseline(_message.Message):
+    __slots__ = ("description", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, description: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
 class Example(_message.Message):
     __slots__ = ("text", "text_pair", "label")
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -114,7 +198,7 @@ class ModelRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("task", "base_path", "base_model", "dataset_id", "examples", "validation_dataset_id", "validation_split", "hyperparameters", "model_name", "auto_promote", "idempotency_key")
+    __slots__ = ("task", "base_path", "base_model", "dataset_id", "examples", "validation_dataset_id", "validation_split", "hyperparameters", "model_name", "auto_promote", "idempotency_key", "search")
     TASK_FIELD_NUMBER: _ClassVar[int]
     BASE_PATH_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +210,7 @@ class CreateJobRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     AUTO_PROMOTE_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
     task: str
     base_path: str
     base_model: ModelRef
@@ -137,10 +222,11 @@ class CreateJobRequest(_message.Message):
     model_name: str
     auto_promote: bool
     idempotency_key: str
-    def __init__(self, task: _Optional[str] = ..., base_path: _Optional[str] = ..., base_model: _Optional[_Union[ModelRef, _Mapping]] = ..., dataset_id: _Optional[str] = ..., examples: _Optional[_Union[Examples, _Mapping]] = ..., validation_dataset_id: _Optional[str] = ..., validation_split: _Optional[float] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., model_name: _Optional[str] = ..., auto_promote: _Optional[bool] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    search: Search
+    def __init__(self, task: _Optional[str] = ..., base_path: _Optional[str] = ..., base_model: _Optional[_Union[ModelRef, _Mapping]] = ..., dataset_id: _Optional[str] = ..., examples: _Optional[_Union[Examples, _Mapping]] = ..., validation_dataset_id: _Optional[str] = ..., validation_split: _Optional[float] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., model_name: _Optional[str] = ..., auto_promote: _Optional[bool] = ..., idempotency_key: _Optional[str] = ..., search: _Optional[_Union[Search, _Mapping]] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("epoch", "epochs", "step", "total_steps", "loss", "eta_seconds", "examples_per_second")
+    __slots__ = ("epoch", "epochs", "step", "total_steps", "loss", "eta_seconds", "examples_per_second", "trial", "trials")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +234,8 @@ class Progress(_message.Message):
     LOSS_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EXAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     epochs: int
     step: int
@@ -155,10 +243,12 @@ class Progress(_message.Message):
     loss: float
     eta_seconds: float
     examples_per_second: float
-    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., examples_per_second: _Optional[float] = ...) -> None: ...
+    trial: int
+    trials: int
+    def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., examples_per_second: _Optional[float] = ..., trial: _Optional[int] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("model_name", "version", "format", "fp32_metrics", "int8_metrics", "gate", "size_bytes", "latency_ms", "promoted")
+    __slots__ = ("model_name", "version", "format", "fp32_metrics", "int8_metrics", "gate", "size_bytes", "latency_ms", "promoted", "baseline", "trials", "hyperparameters", "selection", "estimated_metrics")
     class Fp32MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +257,13 @@ class JobResult(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class Int8MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class EstimatedMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +279,11 @@ class JobResult(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_METRICS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     format: str
@@ -191,10 +293,15 @@ class JobResult(_message.Message):
     size_bytes: int
     latency_ms: float
     promoted: bool
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., fp32_metrics: _Optional[_Mapping[str, float]] = ..., int8_metrics: _Optional[_Mapping[str, float]] = ..., gate: _Optional[str] = ..., size_bytes: _Optional[int] = ..., latency_ms: _Optional[float] = ..., promoted: _Optional[bool] = ...) -> None: ...
+    baseline: Baseline
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    hyperparameters: Hyperparameters
+    selection: str
+    estimated_metrics: _containers.ScalarMap[str, float]
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., fp32_metrics: _Optional[_Mapping[str, float]] = ..., int8_metrics: _Optional[_Mapping[str, float]] = ..., gate: _Optional[str] = ..., size_bytes: _Optional[int] = ..., latency_ms: _Optional[float] = ..., promoted: _Optional[bool] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., selection: _Optional[str] = ..., estimated_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "task", "model_name", "base_model", "dataset_id", "validation_dataset_id", "hyperparameters", "progress", "metrics", "result", "error", "auto_promote", "created", "started", "finished", "idempotency_key")
+    __slots__ = ("id", "state", "task", "model_name", "base_model", "dataset_id", "validation_dataset_id", "hyperparameters", "progress", "metrics", "result", "error", "auto_promote", "created", "started", "finished", "idempotency_key", "search")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +326,7 @@ class Job(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: JobState
     task: str
@@ -236,7 +344,8 @@ class Job(_message.Message):
     started: str
     finished: str
     idempotency_key: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task: _Optional[str] = ..., model_name: _Optional[str] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., validation_dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., error: _Optional[str] = ..., auto_promote: _Optional[bool] = ..., created: _Optional[str] = ..., started: _Optional[str] = ..., finished: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    search: Search
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task: _Optional[str] = ..., model_name: _Optional[str] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., validation_dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., error: _Optional[str] = ..., auto_promote: _Optional[bool] = ..., created: _Optional[str] = ..., started: _Optional[str] = ..., finished: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., search: _Optional[_Union[Search, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)
@@ -277,7 +386,7 @@ class WatchJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("sequence", "time", "state", "message", "progress", "metrics", "result")
+    __slots__ = ("sequence", "time", "state", "message", "progress", "metrics", "result", "trial", "baseline")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +401,8 @@ class JobEvent(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: str
     state: JobState
@@ -299,4 +410,6 @@ class JobEvent(_message.Message):
     progress: Progress
     metrics: _containers.ScalarMap[str, float]
     result: JobResult
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., message: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...
+    trial: Trial
+    baseline: Baseline
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., message: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ...) -> None: ...

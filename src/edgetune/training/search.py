@@ -1,0 +1,386 @@
+"""Hyperparameter search inside a job (training process): an Optuna study of trials, each a
+run of the training loop, pruned on its per-epoch validation metric.
+
+The study lives in `<jobs_dir>/search.db` (SQLite, beside the job store) under the job's
+id, so a training process started again after a restart finds the finished trials and
+does not run them again; a trial the restart interrupted is marked failed and its
+hyperparameters are tried again. The first trial uses the job's own hyperparameters (the
+defaults unless the request set them), so the search never selects below a default run on
+the validation rows. No trial starts once the time budget is spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from edgetune.settings import Settings
+from edgetune.task import Task
+from edgetune.training.faults import Faults
+from edgetune.training.loop import Progress, Reporter, train
+from edgetune.training.spec import Hyperparameters, Range, SearchSpec
+from edgetune.training.store import Checkpoint, JobStore
+
+log = logging.getLogger(__name__)
+
+BEST_DIR = "search-best"
+"""Job work folder's copy of the best trial's best checkpoint."""
+LOG_SCALE = frozenset({"learning_rate"})
+STATE_NAMES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+}
+SHORT = {
+    "learning_rate": "lr",
+    "batch_size": "batch",
+    "epochs": "epochs",
+    "warmup_ratio": "warm-up",
+    "weight_decay": "decay",
+}
+
+
+def storage_url(settings: Settings) -> str:
+    """The Optuna storage of every job's search."""
+    return f"sqlite:///{settings.jobs_dir / 'search.db'}"
+
+
+def forget(settings: Settings, job_id: str) -> None:
+    """Drop a job's study once the job is final (its trials live on in the result)."""
+    if not (settings.jobs_dir / "search.db").exists():
+        return
+    with contextlib.suppress(KeyError):  # KeyError: the job never searched
+        optuna.delete_study(study_name=job_id, storage=storage_url(settings))
+
+
+def distribution(name: str, r: Range) -> BaseDistribution:
+    """The Optuna distribution of one hyperparameter's range."""
+    integer = Hyperparameters.model_fields[name].annotation in (int, "int")
+    if r.choices:
+        return CategoricalDistribution([int(c) if integer else c for c in r.choices])
+    if integer:
+        return IntDistribution(int(r.low), int(r.high))
+    return FloatDistribution(r.low, r.high, log=name in LOG_SCALE)
+
+
+def clipped(value: Any, d: BaseDistribution) -> Any:
+    """value moved into distribution d (the first trial's values must lie in the space)."""
+    if isinstance(d, CategoricalDistribution):
+        return value if value in d.choices else d.choices[0]
+    if isinstance(d, IntDistribution | FloatDistribution):
+        return type(d.low)(min(max(value, d.low), d.high))
+    return value
+
+
+def describe(hp: Hyperparameters, names: Sequence[str]) -> str:
+    """ "lr 1.2e-04, batch 16, epochs 4" for the searched names."""
+    parts = []
+    for name in names:
+        value = getattr(hp, name)
+        text = f"{value:.1e}" if name in LOG_SCALE else f"{value:g}"
+        parts.append(f"{SHORT.get(name, name)} {text}")
+    return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class SearchOutcome:
+    """What the search chose."""
+
+    hyperparameters: Hyperparameters
+    best_epoch: int
+    metrics: dict[str, float]
+    trials: list[dict[str, Any]]
+    checkpoint: Path
+    """The chosen trial's best checkpoint (in the job's work folder)."""
+    summary: str
+
+
+class TrialReporter(Reporter):
+    """Progress and validation of one trial as job events; prunes through Optuna."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        trial: optuna.Trial,
+        trials: int,
+        metric: str,
+    ) -> None:
+        self.store, self.job_id, self.trial = store, job_id, trial
+        self.number, self.trials, self.metric = trial.number + 1, trials, metric
+        self.epochs_run = 0
+
+    def progress(self, progress: Progress) -> None:
+        progress.trial, progress.trials = self.number, self.trials
+        data = progress_data(progress)
+        message = (
+            f"trial {self.number}/{self.trials} epoch {progress.epoch}/{progress.epochs} "
+            f"step {progress.step}/{progress.total_steps} loss {progress.loss:.4f}"
+        )
+        self.store.update(self.job_id, message, {"progress": data}, progress=data)
+
+    def evaluated(self, epoch: int, metrics: dict[str, float], best: bool) -> None:
+        self.epochs_run = epoch
+        self.trial.report(metrics[self.metric], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(
+                f"{self.metric} {metrics[self.metric]:.4f} after epoch {epoch}"
+            )
+
+
+def progress_data(progress: Progress) -> dict[str, Any]:
+    """A progress report as stored in the job (the Progress message's fields)."""
+    return {
+        "epoch": progress.epoch,
+        "epochs": progress.epochs,
+        "step": progress.step,
+        "total_steps": progress.total_steps,
+        "loss": round(progress.loss, 5),
+        "eta_seconds": round(progress.eta_seconds, 1),
+        "examples_per_second": round(progress.examples_per_second, 2),
+        "trial": progress.trial,
+        "trials": progress.trials,
+    }
+
+
+class Search:
+    """The search of one job."""
+
+    def __init__(
+        self,
+        job_id: str,
+        search: SearchSpec,
+        hp: Hyperparameters,
+        task: Task,
+        settings: Settings,
+        store: JobStore,
+        workdir: Path,
+        cancelled: Callable[[], bool],
+        faults: Faults,
+    ) -> None:
+        self.job_id, self.search, self.hp, self.task = job_id, search, hp, task
+        self.settings, self.store, self.workdir = settings, store, workdir
+        self.cancelled, self.faults = cancelled, faults
+        self.metric = search.metric or task.selection_metric
+        self.space = {name: distribution(name, r) for name, r in search.ranges().items()}
+        self.study = optuna.create_study(
+            storage=optuna.storages.RDBStorage(
+                storage_url(settings), engine_kwargs={"connect_args": {"timeout": 30}}
+            ),
+            study_name=job_id,
+            direction="maximize",
+            # Seeded: the same job asks the same hyperparameters in the same order.
+            sampler=optuna.samplers.TPESampler(seed=hp.seed, n_startup_trials=3),
+            # Stop a trial whose epoch-N metric is below the median of the trials before
+            # it at epoch N; the first two trials always run to their end.
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            load_if_exists=True,
+        )
+
+    def _event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        self.store.update(self.job_id, message, data or {})
+
+    def _recover(self) -> None:
+        """Fail the trial a restart interrupted and queue its hyperparameters again."""
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self.study.tell(trial.number, state=TrialState.FAIL)
+            self.study.enqueue_trial(trial.params)
+            self._event(
+                f"trial {trial.number + 1} was interrupted by a restart; "
+                "its hyperparameters are tried again"
+            )
+        if not self.study.trials:
+            self.study.enqueue_trial(
+                {name: clipped(getattr(self.hp, name), d) for name, d in self.space.items()}
+            )
+
+    def _finished(self) -> list[FrozenTrial]:
+        return self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        )
+
+    def _budget_s(self) -> float | None:
+        """Seconds the trials may take together; None until the first trial sets it."""
+        if self.search.time_budget_minutes:
+            return self.search.time_budget_minutes * 60
+        first = [t for t in self.study.trials if t.number == 0 and "seconds" in t.user_attrs]
+        if not first:
+            return None
+        return float(self.settings.search_budget_factor * first[0].user_attrs["seconds"])
+
+    def run(
+        self,
+        build_model: Callable[[], Any],
+        collate: Any,
+        train_features: list[dict[str, Any]],
+        validation_features: list[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> SearchOutcome:
+        """Run trials until `trials` finished or the budget is spent; the best one wins."""
+        self._recover()
+        names = list(self.space)
+        done = len(self._finished())
+        if done:
+            self._event(f"resuming the search after {done} finished trials")
+        while len(self._finished()) < self.search.trials:
+            spent = sum(float(t.user_attrs.get("seconds", 0.0)) for t in self._finished())
+            budget = self._budget_s()
+            if budget is not None and spent >= budget and self._best() is not None:
+                self._event(
+                    f"time budget of {budget / 60:.1f} min spent after "
+                    f"{len(self._finished())} trials"
+                )
+                break
+            self._trial(names, build_model, collate, train_features, validation_features, labels)
+        best = self._best()
+        if best is None:
+            raise RuntimeError("every trial of the search failed; see the job's events")
+        checkpoint = self.workdir / BEST_DIR
+        chosen = self.hp.model_copy(update=best.params)
+        trials = self.trials()
+        summary = (
+            f"search: {len(self._finished())} trials, best trial {best.number + 1} "
+            f"({describe(chosen, names)}) {self.metric} {best.value:.4f} at epoch "
+            f"{best.user_attrs['best_epoch']}"
+        )
+        return SearchOutcome(
+            chosen,
+            int(best.user_attrs["best_epoch"]),
+            dict(best.user_attrs["metrics"]),
+            trials,
+            checkpoint,
+            summary,
+        )
+
+    def _best(self) -> FrozenTrial | None:
+        """The complete trial with the highest metric; ties (common on small validation
+        sets) go to the lower validation loss."""
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return max(
+            complete,
+            key=lambda t: (t.value, -t.user_attrs["metrics"].get("loss", 0.0)),
+            default=None,
+        )
+
+    def _trial(
+        self,
+        names: list[str],
+        build_model: Callable[[], Any],
+        collate: Any,
+        train_features: list[dict[str, Any]],
+        validation_features: list[dict[str, Any]],
+        labels: Sequence[str],
+    ) -> None:
+        trial = self.study.ask(self.space)
+        number, of = trial.number + 1, self.search.trials
+        hp = self.hp.model_copy(update=trial.params)
+        folder = self.workdir / "trials" / str(number)
+        reporter = TrialReporter(self.store, self.job_id, trial, of, self.metric)
+        self._event(f"trial {number}/{of}: {describe(hp, names)}")
+        started = time.monotonic()
+        torch.manual_seed(hp.seed)  # the same fresh head in every trial: they differ by hp
+        try:
+            outcome = train(
+                self.task,
+                build_model(),
+                collate,
+                train_features,
+                validation_features,
+                labels,
+                hp,
+                folder,
+                reporter,
+                self.cancelled,
+            )
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("seconds", time.monotonic() - started)
+            trial.set_user_attr("epochs_run", reporter.epochs_run)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            shutil.rmtree(folder, ignore_errors=True)
+            self._event(
+                f"trial {number}/{of}: {describe(hp, names)} → pruned ({exc}, below the "
+                "median of the trials before it)",
+                {"trial": self._trial_data(self.study.trials[trial.number])},
+            )
+            return
+        except Exception as exc:
+            if self.cancelled():
+                raise
+            self.study.tell(trial, state=TrialState.FAIL)
+            shutil.rmtree(folder, ignore_errors=True)
+            log.exception("trial %d failed", number)
+            self._event(f"trial {number}/{of}: failed: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, ArithmeticError | RuntimeError | ValueError):
+                raise
+            return
+        metrics = {k: v for k, v in outcome.best.metrics.items() if not k.startswith("confusion/")}
+        value = outcome.best.metrics[self.metric]
+        trial.set_user_attr("seconds", time.monotonic() - started)
+        trial.set_user_attr("epochs_run", outcome.last.epoch)
+        trial.set_user_attr("best_epoch", outcome.best.epoch)
+        trial.set_user_attr("metrics", metrics)
+        previous = self._best()
+        improved = previous is None or (value, -metrics.get("loss", 0.0)) > (
+            previous.value,
+            -previous.user_attrs["metrics"].get("loss", 0.0),
+        )
+        if improved:
+            keep = self.workdir / BEST_DIR
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(outcome.best.path, keep)
+        shutil.rmtree(folder, ignore_errors=True)
+        self.study.tell(trial, value)
+        note = " (best)" if improved else ""
+        self._event(
+            f"trial {number}/{of}: {describe(hp, names)}, best epoch {outcome.best.epoch} → "
+            f"{self.metric} {value:.4f}{note}",
+            {"trial": self._trial_data(self.study.trials[trial.number])},
+        )
+        self.faults.pause("trial")
+
+    def _trial_data(self, trial: FrozenTrial) -> dict[str, Any]:
+        best = self._best()
+        attrs = trial.user_attrs
+        hp = self.hp.model_copy(update=trial.params)
+        value = (
+            trial.value
+            if trial.value is not None
+            else trial.intermediate_values.get(max(trial.intermediate_values, default=0), 0.0)
+        )
+        return {
+            "number": trial.number + 1,
+            "state": STATE_NAMES.get(trial.state, "failed"),
+            "hyperparameters": hp.model_dump(),
+            "value": float(value if value is not None and math.isfinite(value) else 0.0),
+            "epochs_run": int(attrs.get("epochs_run", 0)),
+            "best_epoch": int(attrs.get("best_epoch", 0)),
+            "metrics": dict(attrs.get("metrics", {})),
+            "seconds": round(float(attrs.get("seconds", 0.0)), 2),
+            "best": best is not None and best.number == trial.number,
+        }
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every finished or failed trial, in order, as the result reports them."""
+        return [self._trial_data(t) for t in self.study.trials if t.state in STATE_NAMES]
+
+
+def checkpoint_of(outcome: SearchOutcome) -> Checkpoint:
+    """The chosen trial's best checkpoint, as the publisher takes it."""
+    return Checkpoint(outcome.best_epoch, 0, outcome.checkpoint, outcome.metrics)
