@@ -8,7 +8,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -66,6 +67,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             auto_promote=not args.no_promote,
             idempotency_key=args.idempotency_key,
         )
+        if args.trials or args.time_budget or args.search_metric:
+            request.search.CopyFrom(
+                pb.Search(
+                    trials=args.trials,
+                    time_budget_minutes=args.time_budget,
+                    metric=args.search_metric,
+                )
+            )
         task = args.task
         if args.base_model:
             name, _, version = args.base_model.partition(":")
@@ -103,22 +112,32 @@ def follow(stub: finetuning_pb2_grpc.FineTuningStub, job_id: str) -> int:
         TextColumn("loss {task.fields[loss]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    bar = Progress(*columns, console=console)
+    trials: list[pb.Trial] = []
+
+    def view() -> RenderableType:
+        return Group(bar, trial_table(trials)) if trials else bar
+
+    with Live(view(), console=console, transient=True, refresh_per_second=4) as live:
         task = bar.add_task("waiting", total=None, loss="-")
         for event in stub.WatchJob(pb.WatchJobRequest(id=job_id)):
             if event.progress.total_steps:
                 p = event.progress
+                where = f"trial {p.trial}/{p.trials} " if p.trial else ""
                 bar.update(
                     task,
                     total=p.total_steps,
                     completed=p.step,
                     loss=f"{p.loss:.4f}",
-                    description=f"epoch {p.epoch}/{p.epochs}",
+                    description=f"{where}epoch {p.epoch}/{p.epochs}",
                 )
             else:
-                bar.console.print(
+                if event.trial.number:
+                    trials.append(event.trial)
+                live.console.print(
                     f"[dim]{event.time}[/dim] {state_name(event.state):10} {event.message}"
                 )
+            live.update(view())
     job = stub.GetJob(pb.GetJobRequest(id=job_id))
     show(job)
     return 0 if job.state == pb.JOB_STATE_SUCCEEDED else 1
@@ -150,11 +169,67 @@ def show(job: pb.Job) -> None:
     confusion = confusion_table(served)
     if confusion is not None:
         console.print(confusion)
+    if result.trials:
+        console.print(trial_table(list(result.trials)))
+    if result.baseline.description:
+        console.print(baseline_table(result, served))
+    if result.selection:
+        console.print(f"selection: {result.selection}")
+    if result.comparison:
+        console.print(f"[bold]{result.comparison}[/bold]")
     console.print(f"gate: {result.gate}")
     console.print(
         f"model.onnx {result.size_bytes / 1e6:.1f} MB, single-input latency "
         f"{result.latency_ms:.2f} ms, promoted: {'yes' if result.promoted else 'no'}"
     )
+
+
+TRIAL_STATE = {
+    pb.TRIAL_STATE_COMPLETE: "complete",
+    pb.TRIAL_STATE_PRUNED: "pruned",
+    pb.TRIAL_STATE_FAILED: "failed",
+}
+
+
+def trial_table(trials: list[pb.Trial]) -> Table:
+    """The search's trials, one row each, the chosen one marked."""
+    table = Table(title="hyperparameter search")
+    for name in ("trial", "state", "lr", "batch", "epochs", "warm-up", "decay", "score", "s"):
+        table.add_column(name, justify="right" if name not in ("state",) else "left")
+    for t in trials:
+        hp = t.hyperparameters
+        table.add_row(
+            f"{t.number}{' *' if t.best else ''}",
+            TRIAL_STATE.get(t.state, "?"),
+            f"{hp.learning_rate:.1e}",
+            str(hp.batch_size),
+            f"{t.best_epoch or '-'}/{t.epochs_run}",
+            f"{hp.warmup_ratio:.2f}",
+            f"{hp.weight_decay:.3f}",
+            f"{t.value:.4f}",
+            f"{t.seconds:.0f}",
+        )
+    return table
+
+
+def baseline_table(result: pb.JobResult, served: Mapping[str, float]) -> Table:
+    """Fine-tuned against the baseline on the same validation rows, with the difference:
+    the served model's figures, or the search's estimate when the published model was
+    retrained on the validation rows too."""
+    ours = result.estimated_metrics if result.retrained else served
+    label = "fine-tuned (chosen trial)" if result.retrained else f"fine-tuned {result.format[5:]}"
+    table = Table(title=f"{label} vs baseline ({result.baseline.description})")
+    table.add_column("metric")
+    table.add_column(label, justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("difference", justify="right")
+    for name in ("accuracy", "precision", "recall", "f1"):
+        if name in ours and name in result.baseline.metrics:
+            mine, theirs = ours[name], result.baseline.metrics[name]
+            table.add_row(
+                name, f"{mine:.4f}", f"{theirs:.4f}", f"{(mine - theirs) * 100:+.2f} points"
+            )
+    return table
 
 
 def confusion_table(metrics: Mapping[str, float]) -> Table | None:
@@ -245,6 +320,27 @@ def add_commands(command: Any) -> None:
             default=default,
             help="0: the server's default",
         )
+    finetune.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        help="hyperparameter search trials (default 6 when no hyperparameter is given; "
+        "1: one run with the hyperparameters given)",
+    )
+    finetune.add_argument(
+        "--time-budget",
+        dest="time_budget",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="minutes the search may take (default: twice its first trial)",
+    )
+    finetune.add_argument(
+        "--search-metric",
+        dest="search_metric",
+        default="",
+        help="validation metric the search maximizes (default: the task's, f1)",
+    )
     finetune.add_argument(
         "--no-promote",
         dest="no_promote",

@@ -32,7 +32,14 @@ from edgetune.training.store import Checkpoint, Job, JobStore
 
 log = logging.getLogger(__name__)
 
-REPORT_KEYS = ("baseline", "trials", "selection", "estimated_metrics")
+REPORT_KEYS = (
+    "baseline",
+    "trials",
+    "selection",
+    "estimated_metrics",
+    "retrained",
+    "comparison",
+)
 """What a job's manifest (training section) and result say beside the metrics."""
 FP32_FILE = "model.fp32.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -213,6 +220,7 @@ def train_and_publish(
                 workdir,
                 cancelled,
             ).last
+            report["retrained"] = True
             report["selection"] = (
                 f"{found.summary}; retrained on all {rows} labelled rows (the validation rows "
                 "too), so its fp32 and int8 figures are on rows it trained on: they check "
@@ -442,10 +450,40 @@ def publish(
         for leftover in (INT8_FILE, FUSED_FILE):
             (staged / leftover).unlink(missing_ok=True)
         manifest.training["gate"] = gate
+        served = int8 if manifest.format == "onnx-int8" else fp32
+        manifest.training["comparison"] = comparison(
+            report, served, len(val_rows), spec.search.metric or task.selection_metric
+        )
         faults.pause("publish")
         version = repository.publish(spec.model_name, staged, manifest, aliases=())
     log.info("published %s:%d: %s", version.name, version.version, gate)
     return result_of(version)
+
+
+def comparison(
+    report: Mapping[str, Any],
+    served: Mapping[str, float],
+    rows: int,
+    metric: str,
+) -> str:
+    """The published model against the baseline on the same validation rows, in words: the
+    served model's figures, or the search's estimate when it was retrained on those rows."""
+    baseline = report.get("baseline")
+    if not baseline:
+        return "no baseline for this task"
+    ours = report["estimated_metrics"] if report.get("retrained") else served
+    mine, theirs = float(ours.get(metric, 0.0)), float(baseline["metrics"].get(metric, 0.0))
+    points = (mine - theirs) * 100
+    figures = (
+        f"{metric} {mine:.4f} vs {theirs:.4f} for the baseline on the same {rows} validation "
+        f"rows ({points:+.2f} points)"
+    )
+    if mine > theirs:
+        return f"fine-tuned model better: {figures}"
+    return (
+        f"the baseline is as good or better: {figures}; the fine-tuned model was published "
+        f"anyway ({baseline['description']} may serve this data as well)"
+    )
 
 
 SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
