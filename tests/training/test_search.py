@@ -84,9 +84,7 @@ async def test_a_search_reports_its_trials_and_publishes_the_retrained_choice(
 
     # The published model is the retraining on all 40 rows with the chosen configuration,
     # for the chosen trial's best number of epochs (5 steps an epoch at batch 8).
-    assert any(
-        "retraining the chosen configuration on all 40 labelled rows" in m for m in messages
-    )
+    assert any("retraining the chosen configuration on all 40 labelled rows" in m for m in messages)
     refit = [p for p in progress if not p.trial]
     assert refit and refit[-1].total_steps == best.best_epoch * 5
     assert result.hyperparameters.learning_rate == pytest.approx(best.hyperparameters.learning_rate)
