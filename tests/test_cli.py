@@ -163,6 +163,41 @@ def test_finetune_and_jobs_commands(env, served, tiny_bert, tmp_path) -> None:
     assert bad.returncode == 2 and "--task is required with --base" in bad.stderr
 
 
+def test_finetune_shows_the_trials_and_the_baseline(env, served, tiny_bert, tmp_path) -> None:
+    address, _ = served
+    data = tmp_path / "train.csv"
+    data.write_text(
+        "text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in sentiment_rows(40))
+    )
+    tuned = run(
+        "finetune",
+        "--address",
+        address,
+        "--base",
+        str(tiny_bert),
+        "--task",
+        "text-classification",
+        "--data",
+        str(data),
+        "--name",
+        "cli-search",
+        "--trials",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "16",
+        env=env,
+    )
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    out = tuned.stdout
+    assert "trial 1/2: lr 5.0e-05" in out and "trial 2/2: lr" in out
+    assert "hyperparameter search" in out  # the final trial table
+    assert "vs baseline (TF-IDF" in out and "points" in out
+    assert "selection: search: 2 trials" in out
+    assert "for the baseline on the same 8 validation rows" in out
+
+
 def test_sigterm_stops_the_server_cleanly(served) -> None:
     _, proc = served
     proc.send_signal(signal.SIGTERM)

@@ -168,7 +168,9 @@ BAD_FILES = [
         "train.parquet",
         "cannot tell the format of 'train.parquet'",
     ),
-    (b'{"text": "a", "label": "b"}\n', "no-task.jsonl", "header.task is required (tasks: "),
+    # The header alone: the server refuses it before any chunk, and a client still writing
+    # chunks then may see its own write fail (INTERNAL) instead of the server's status.
+    (b"", "no-task.jsonl", "header.task is required (tasks: "),
 ]
 
 
