@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -58,21 +57,7 @@ def trec() -> tuple[Rows, Rows]:
             label, text = line.split(" ", 1)
             unique.setdefault(text.strip(), label.split(":")[0])
     rows = [{"text": t, "label": label} for t, label in sorted(unique.items())]
-    return stratified(rows, 800, seed=13)
-
-
-def stratified(rows: Rows, size: int, seed: int) -> tuple[Rows, Rows]:
-    """(train, held_out): size rows stratified by label, the rest held out."""
-    rng = random.Random(seed)
-    train, held_out = [], []
-    for label in sorted({r["label"] for r in rows}):
-        group = [r for r in rows if r["label"] == label]
-        rng.shuffle(group)
-        take = round(size * len(group) / len(rows))
-        train += group[:take]
-        held_out += group[take:]
-    rng.shuffle(train)
-    return train, held_out
+    return bbc.stratified(rows, 800, seed=13)
 
 
 DATASETS: dict[str, Callable[[], tuple[Rows, Rows]]] = {"bbc": bbc.split, "trec": trec}

@@ -41,13 +41,20 @@ def split(
     train_size: int = 800, seed: int = 13
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(train, held_out): train_size articles stratified by topic, the rest held out."""
-    rows = load()
+    return stratified(load(), train_size, seed)
+
+
+def stratified(
+    rows: list[dict[str, str]], size: int, seed: int
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(train, held_out): size rows stratified by label (labels in sorted order), the rest
+    held out; seeded, so the same every time."""
     rng = random.Random(seed)
     train, held_out = [], []
-    for topic in TOPICS:
-        group = [r for r in rows if r["label"] == topic]
+    for label in sorted({r["label"] for r in rows}):
+        group = [r for r in rows if r["label"] == label]
         rng.shuffle(group)
-        take = round(train_size * len(group) / len(rows))
+        take = round(size * len(group) / len(rows))
         train += group[:take]
         held_out += group[take:]
     rng.shuffle(train)

@@ -161,8 +161,7 @@ class Settings(BaseSettings):
 
     search_budget_factor: float = Field(default=2.0, gt=0)
     """A job's search without a time budget of its own stops starting trials once its trials
-    took this many times the first trial's duration (the first trial uses the default
-    hyperparameters)."""
+    took this many times the first trial's duration."""
 
     search_max_length: int = Field(default=256, ge=8, le=8192)
     """Most tokens per example a search picks when the request sets no max_length: it takes

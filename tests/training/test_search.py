@@ -52,6 +52,7 @@ async def test_a_search_reports_its_trials_and_publishes_the_retrained_choice(
 ) -> None:
     search = pb.Search(
         trials=3,
+        time_budget_minutes=30,  # not the default budget (2x trial 1): all 3 trials run
         space={
             "learning_rate": pb.Range(low=1e-3, high=5e-3),
             "epochs": pb.Range(low=1, high=2),
@@ -198,6 +199,14 @@ async def test_a_default_job_searches_and_hyperparameters_alone_mean_one_run(
             await finetuning.CancelJob(pb.CancelJobRequest(id=job.id))
 
 
+async def test_no_trial_starts_once_the_time_budget_is_spent(finetuning) -> None:
+    search = pb.Search(trials=4, time_budget_minutes=0.001)
+    job, events = await run_to_end(finetuning, request(search=search))
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+    assert [t.number for t in job.result.trials] == [1]
+    assert any("time budget of 0.0 min spent after 1 trials" in e.message for e in events)
+
+
 BAD_SEARCHES = [
     (pb.Search(metric="loss"), "search.metric 'loss' is not one of the metrics"),
     (pb.Search(metric="x" * 5000), "search.metric 'xxxxxxxx"),
@@ -276,7 +285,9 @@ def test_kill_9_during_a_search_resumes_from_the_finished_trials(
     try:
         with server.channel() as channel:
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
-            job = stub.CreateJob(request(search=pb.Search(trials=3), auto_promote=True))
+            job = stub.CreateJob(
+                request(search=pb.Search(trials=3, time_budget_minutes=30), auto_promote=True)
+            )
             before = watch_until(channel, job.id, "test fault: paused at trial")
         first = next(e.trial for e in before if e.trial.number == 1)
         worker = JobStore(home / "jobs" / "jobs.db").get(job.id).pid

@@ -4,9 +4,8 @@ run of the training loop, pruned on its per-epoch validation metric.
 The study lives in `<jobs_dir>/search.db` (SQLite, beside the job store) under the job's
 id, so a training process started again after a restart finds the finished trials and
 does not run them again; a trial the restart interrupted is marked failed and its
-hyperparameters are tried again. The first trial uses the job's own hyperparameters (the
-defaults unless the request set them), so the search never selects below a default run on
-the validation rows. No trial starts once the time budget is spent.
+hyperparameters are tried again. The first trial starts from `SEARCH_START` (for what the
+request did not set). No trial starts once the time budget is spent.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from edgetune.settings import Settings
 from edgetune.task import Task
 from edgetune.training.faults import Faults
 from edgetune.training.loop import Progress, Reporter, train
-from edgetune.training.spec import Hyperparameters, Range, SearchSpec
+from edgetune.training.spec import SEARCH_START, Hyperparameters, Range, SearchSpec
 from edgetune.training.store import Checkpoint, JobStore
 
 log = logging.getLogger(__name__)
@@ -208,7 +207,7 @@ class Search:
             )
         if not self.study.trials:
             self.study.enqueue_trial(
-                {name: clipped(getattr(self.hp, name), d) for name, d in self.space.items()}
+                {name: clipped(SEARCH_START[name], d) for name, d in self.space.items()}
             )
 
     def _finished(self) -> list[FrozenTrial]:

@@ -66,6 +66,18 @@ DEFAULT_SPACE: dict[str, Range] = {
 }
 """The default search space: it fits small encoders (MiniLM, DistilBERT, BERT-base)."""
 
+SEARCH_START: dict[str, float] = {
+    "learning_rate": 2e-4,
+    "epochs": 4,
+    "batch_size": 16,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+}
+"""The first trial of a search, for what the request does not set: a configuration that
+trains small encoders well in a few epochs (all-MiniLM-L6-v2 on BBC News and TREC reached
+higher validation F1 with lr 2e-4 than with the single-run default 5e-5), so the budget,
+counted in multiples of this trial, is spent near the good region."""
+
 
 class SearchSpec(BaseModel):
     """How a job searches its hyperparameters (Optuna study, pruned on validation metrics).
