@@ -23,6 +23,7 @@ from edgetune.store.manifest import utc_now
 from edgetune.store.repository import check_name
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.prepare import load_data, resolve_base
+from edgetune.training.results import find_published, result_of
 from edgetune.training.spec import ACTIVE_STATES, JobSpec, JobState
 from edgetune.training.store import Event, Job, JobStore
 
@@ -269,6 +270,24 @@ class JobManager:
         if self._closing:
             return
         job = self.store.get(job_id)
+        if job_id in self._cancelling and not job.state.final:
+            published = await asyncio.to_thread(
+                find_published, self.repository, job.spec.model_name, job_id
+            )
+            if published is not None:
+                # Killed (after the cancel grace) between publishing and recording it, or
+                # it recorded and exited: the version is served, so the job succeeds.
+                self._cancelling.discard(job_id)
+                if not job.result:
+                    result = result_of(published)
+                    self.store.update(job_id, "recorded the published version", {}, result=result)
+                    job = self.store.get(job_id)
+                await self._finish_promotion(
+                    job,
+                    note="; the cancel came after the version was published, too late to stop it",
+                )
+                await self._kick()
+                return
         if job_id in self._cancelling:
             self._cancelling.discard(job_id)
             if self.store.transition(
@@ -290,10 +309,21 @@ class JobManager:
             self.repository.remove_stale_staging()
         await self._kick()
 
-    async def _finish_promotion(self, job: Job) -> None:
-        """Load and warm a job's published version, switch `latest` to it, succeed the job."""
+    async def _finish_promotion(self, job: Job, note: str = "") -> None:
+        """Load and warm a job's published version, switch `latest` to it (when the job
+        asked for it), succeed the job."""
         result = dict(job.result)
         name, version = result["model_name"], int(result["version"])
+        if not job.spec.auto_promote:
+            self.store.transition(
+                job.id,
+                JobState.SUCCEEDED,
+                f"published {name} version {version}{note}",
+                allowed_from=ACTIVE_STATES,
+                data={"result": result},
+                result=result,
+            )
+            return
         try:
             await self.registry.promote(name, version)
             result["promoted"] = True
@@ -303,7 +333,7 @@ class JobManager:
         self.store.transition(
             job.id,
             JobState.SUCCEEDED,
-            message,
+            message + note,
             allowed_from=ACTIVE_STATES,
             data={"result": result},
             result=result,

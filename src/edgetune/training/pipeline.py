@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -12,35 +13,27 @@ from typing import Any
 
 import numpy as np
 
-from edgetune.errors import EdgetuneError, FailedPrecondition, ResourceExhausted
+from edgetune.errors import FailedPrecondition, ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.onnx import export_onnx
 from edgetune.exporters.optimize import can_fuse, fuse_and_quantize
 from edgetune.exporters.quantize import quantize_dynamic
 from edgetune.plugins.manager import Plugins
 from edgetune.settings import Settings
-from edgetune.store import Manifest, ModelRepository, ModelVersion
+from edgetune.store import Manifest, ModelRepository
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.faults import NO_FAULTS, Faults
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
+from edgetune.training.results import find_published, result_of
 from edgetune.training.search import Search, checkpoint_of, progress_data
 from edgetune.training.spec import Hyperparameters, JobSpec, JobState
 from edgetune.training.store import Checkpoint, Job, JobStore
 
 log = logging.getLogger(__name__)
 
-REPORT_KEYS = (
-    "baseline",
-    "trials",
-    "selection",
-    "estimated_metrics",
-    "retrained",
-    "comparison",
-)
-"""What a job's manifest (training section) and result say beside the metrics."""
 FP32_FILE = "model.fp32.onnx"
 INT8_FILE = "model.int8.onnx"
 FUSED_FILE = "model.int8-fused.onnx"
@@ -105,23 +98,25 @@ def run_job(
             "it was interrupted; recording it instead of training again",
             {},
         )
-        if cancelled() or not store.transition(
+        # Published: a cancel can no longer stop this job (it succeeds with its version).
+        store.transition(
             job.id,
             JobState.EXPORTING,
             f"version {published.version} is already published",
             allowed_from=[JobState.RUNNING],
-        ):
-            raise Cancelled
+        )
         result = result_of(published)
     else:
         result = train_and_publish(
             job, settings, store, plugins, datasets, repository, workdir, cancelled, faults
         )
-    faults.pause("published")
-    if cancelled():
-        raise Cancelled
+    with contextlib.suppress(Cancelled):  # a cancel ending the test pause is too late too
+        faults.pause("published")
     shutil.rmtree(workdir, ignore_errors=True)
     message = f"published {result['model_name']} version {result['version']} ({result['format']})"
+    if cancelled():
+        # The version is in the repository: the job succeeds with it, never cancelled.
+        message += "; the cancel came after the version was published, too late to stop it"
     if spec.auto_promote:
         # The server promotes it (load, warm, switch traffic), then marks the job succeeded.
         store.update(job.id, f"{message}; promoting", {"result": result}, result=result)
@@ -360,37 +355,6 @@ def data_max_length(
     return max(16, min(-(-p95 // 16) * 16, *limits))
 
 
-def find_published(repository: ModelRepository, name: str, job_id: str) -> ModelVersion | None:
-    """The version of model name that job_id published, if there is one."""
-    for number in reversed(repository.versions(name)):
-        try:
-            version = repository.get(name, number)
-        except EdgetuneError:
-            continue  # not readable: not one this job published (that rename was atomic)
-        if version.manifest.training.get("job") == job_id:
-            return version
-    return None
-
-
-def result_of(version: ModelVersion) -> dict[str, Any]:
-    """A job's result for the version it published, from the version's manifest."""
-    metrics = version.manifest.metrics
-    training = version.manifest.training
-    return {
-        "model_name": version.name,
-        "version": str(version.version),
-        "format": version.manifest.format,
-        "fp32_metrics": {k[5:]: v for k, v in metrics.items() if k.startswith("fp32.")},
-        "int8_metrics": {k[5:]: v for k, v in metrics.items() if k.startswith("int8.")},
-        "gate": version.manifest.training.get("gate", ""),
-        "size_bytes": version.model_file_bytes,
-        "latency_ms": metrics.get("latency_ms", 0.0),
-        "promoted": False,
-        "hyperparameters": dict(training.get("hyperparameters", {})),
-        **{key: training[key] for key in REPORT_KEYS if key in training},
-    }
-
-
 def publish(
     task: Task,
     spec: JobSpec,
@@ -455,6 +419,8 @@ def publish(
             report, served, len(val_rows), spec.search.metric or task.selection_metric
         )
         faults.pause("publish")
+        if faults.cancelled():  # the last moment a cancel can stop the job: nothing published
+            raise Cancelled
         version = repository.publish(spec.model_name, staged, manifest, aliases=())
     log.info("published %s:%d: %s", version.name, version.version, gate)
     return result_of(version)
