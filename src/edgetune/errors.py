@@ -84,6 +84,17 @@ class PluginError(EdgetuneError):
 
 
 INTERNAL_MESSAGE = "internal error; see the server log"
+MAX_MESSAGE_CHARS = 1000
+"""Longest status message sent: with what clients echo in it, a longer one could pass the
+client's metadata limit (16 KiB by default), which it reports instead of the real error."""
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """A client's value quoted for a message, cut to limit characters (a name or id is
+    echoed so the client sees which, never at any length)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -92,5 +103,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     Unknown exceptions become INTERNAL with a generic message: internals never reach a client.
     """
     if isinstance(exc, EdgetuneError):
-        return exc.code, exc.message
+        message = exc.message
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 12] + " ... (cut)"
+        return exc.code, message
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

@@ -20,7 +20,7 @@ import pluggy
 
 from edgetune.auth import Authenticator
 from edgetune.data import DatasetReader
-from edgetune.errors import InvalidArgument, NotFound, PluginError
+from edgetune.errors import InvalidArgument, NotFound, PluginError, quoted
 from edgetune.plugins import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
 from edgetune.task import Task
 
@@ -87,7 +87,9 @@ class Plugins:
             return self.tasks[name]
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
-            raise NotFound(f"task {name!r} is not registered (known tasks: {known})") from None
+            raise NotFound(
+                f"task {quoted(name)} is not registered (known tasks: {known})"
+            ) from None
 
     def reader(self, format_name: str = "", filename: str = "") -> DatasetReader:
         """The reader for a format name, or for a file name's suffix when no name is given."""
@@ -95,7 +97,7 @@ class Plugins:
             if format_name in self.readers:
                 return self.readers[format_name]
             known = ", ".join(sorted(self.readers)) or "none"
-            raise InvalidArgument(f"format {format_name!r} has no reader (known: {known})")
+            raise InvalidArgument(f"format {quoted(format_name)} has no reader (known: {known})")
         suffix = Path(filename).suffix.lower()
         for reader in self.readers.values():
             if suffix and suffix in reader.suffixes:

@@ -132,7 +132,13 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
     server_pb2_grpc.add_ServerServicer_to_server(
         ServerServicer(plugins, registry, settings), server
     )
-    datasets = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    datasets = DatasetStore(
+        settings.datasets_dir,
+        plugins,
+        settings.max_dataset_bytes,
+        int(settings.datasets_quota_mb * 2**20),
+    )
+    datasets.remove_stale_uploads()
     jobs = JobManager(
         settings,
         plugins,

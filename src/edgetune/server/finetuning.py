@@ -9,8 +9,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from edgetune.errors import InvalidArgument, ResourceExhausted
-from edgetune.training.datasets import DatasetInfo, DatasetStore
+from edgetune.errors import InvalidArgument, ResourceExhausted, quoted
+from edgetune.training.datasets import MIB, DatasetInfo, DatasetStore, folder_bytes
 from edgetune.training.jobs import JobManager
 from edgetune.training.spec import (
     SEARCHABLE,
@@ -26,13 +26,8 @@ from edgetune.v1 import finetuning_pb2_grpc
 
 Context = Any  # grpc.aio.ServicerContext
 MAX_PAGE_SIZE = 500
+MAX_PATH_CHARS = 4096
 DEFAULT_TRIALS = SearchSpec.model_fields["trials"].default
-MIB = 2**20
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the regular files under folder (0 when it does not exist)."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 STATES = {state: pb.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState}
@@ -51,14 +46,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
     ) -> pb.Dataset:
         """Receive the header and chunks, then validate and store the file."""
         header: pb.DatasetHeader | None = None
-        quota = int(self.jobs.settings.datasets_quota_mb * MIB)
-        room = quota - await asyncio.to_thread(folder_bytes, self.datasets.root) if quota else 0
-        if quota and room <= 0:
-            raise ResourceExhausted(
-                f"stored data sets use the whole quota of {quota // MIB} MiB "
-                "(datasets_quota_mb): delete some or raise it"
-            )
-        upload = self.datasets.begin_upload()
+        upload = await asyncio.to_thread(self.datasets.begin_upload)
         try:
             async for message in request_iterator:
                 part = message.WhichOneof("part")
@@ -70,11 +58,6 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
                         self._no_task("header.task")
                 elif part == "chunk":
                     upload.write(message.chunk)
-                    if quota and upload.size > room:
-                        raise ResourceExhausted(
-                            f"this data set would pass the quota of {quota // MIB} MiB for "
-                            f"stored data sets (datasets_quota_mb); {max(room, 0)} bytes are left"
-                        )
                 else:
                     raise InvalidArgument("only the first UploadDataset message may be a header")
         except BaseException:
@@ -118,16 +101,20 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
         path = Path(raw)
         if not raw.strip():
             raise InvalidArgument("base_path is empty")
+        if len(raw) > MAX_PATH_CHARS:
+            raise InvalidArgument(f"base_path is longer than {MAX_PATH_CHARS} characters")
+        if "\x00" in raw:
+            raise InvalidArgument("base_path contains a NUL character")
         if ".." in path.parts:
-            raise InvalidArgument(f"base_path {raw!r} must not contain '..'")
+            raise InvalidArgument(f"base_path {quoted(raw)} must not contain '..'")
         roots = [settings.bases_dir, *settings.base_dirs]
         resolved = (path if path.is_absolute() else settings.bases_dir / path).resolve()
         if any(resolved.is_relative_to(root.resolve()) for root in roots):
             return resolved
         raise InvalidArgument(
-            f"base_path {raw!r} is outside the folders base models are taken from "
-            f"({', '.join(str(root) for root in roots)}): put it under {settings.bases_dir} "
-            "or add its folder to base_dirs"
+            f"base_path {quoted(raw)} is outside the folders base models are taken from "
+            "(<home>/bases and the base_dirs setting): put it under <home>/bases or add its "
+            "folder to base_dirs"
         )
 
     def _check_dataset(self, field: str, dataset_id: str, task: str) -> None:
@@ -150,30 +137,11 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
                     "quota (models_quota_mb): delete versions or raise it before training more"
                 )
         task = await self._task(request)
-        match request.WhichOneof("data"):
-            case "dataset_id":
-                dataset_id = request.dataset_id
-                self._check_dataset("dataset_id", dataset_id, task)
-            case "examples":
-                rows = [
-                    {
-                        "text": e.text,
-                        "label": e.label,
-                        **({"text_pair": e.text_pair} if e.text_pair else {}),
-                    }
-                    for e in request.examples.examples
-                ]
-                if not rows:
-                    raise InvalidArgument("examples is empty")
-                dataset_id = (await asyncio.to_thread(self.datasets.add_examples, rows, task)).id
-            case _:
-                raise InvalidArgument("dataset_id or examples is required")
         base = request.WhichOneof("base")
         if base is None:
             raise InvalidArgument("base_path or base_model is required")
         fields: dict[str, Any] = {
             "task": task,
-            "dataset_id": dataset_id,
             "model_name": request.model_name,
             "auto_promote": request.auto_promote,
             "idempotency_key": request.idempotency_key,
@@ -193,6 +161,27 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
                 fields["validation_dataset_id"] = request.validation_dataset_id
             case "validation_split":
                 fields["validation_split"] = request.validation_split
+        # Last: inline examples are stored (within the data-set quota) only for a request
+        # whose other fields are valid.
+        match request.WhichOneof("data"):
+            case "dataset_id":
+                fields["dataset_id"] = request.dataset_id
+                self._check_dataset("dataset_id", request.dataset_id, task)
+            case "examples":
+                rows = [
+                    {
+                        "text": e.text,
+                        "label": e.label,
+                        **({"text_pair": e.text_pair} if e.text_pair else {}),
+                    }
+                    for e in request.examples.examples
+                ]
+                if not rows:
+                    raise InvalidArgument("examples is empty")
+                stored = await asyncio.to_thread(self.datasets.add_examples, rows, task)
+                fields["dataset_id"] = stored.id
+            case _:
+                raise InvalidArgument("dataset_id or examples is required")
         return _job_spec(fields)
 
     def _search(self, request: pb.CreateJobRequest, task: str) -> SearchSpec:
@@ -205,7 +194,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
         metrics = self.jobs.plugins.task(task).search_metrics
         if asked.metric and asked.metric not in metrics:
             raise InvalidArgument(
-                f"search.metric {bounded(asked.metric)} is not one of the metrics of "
+                f"search.metric {quoted(asked.metric)} is not one of the metrics of "
                 f"{task}: {', '.join(metrics)}"
             )
         space = {}
@@ -262,15 +251,10 @@ def _job_spec(fields: dict[str, Any]) -> JobSpec:
         raise InvalidArgument(f"{where}: {first['msg']}") from None
 
 
-def bounded(value: str, limit: int = 64) -> str:
-    """A client's string quoted for a message, cut to limit characters."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
 def _range(name: str, r: pb.Range) -> Range:
     """One search range, checked: a known hyperparameter, low < high or choices, values
     the hyperparameter takes."""
-    field = f"search.space[{bounded(name, 32)}]"
+    field = f"search.space[{quoted(name, 32)}]"
     if name not in SEARCHABLE:
         raise InvalidArgument(
             f"{field}: not a hyperparameter a search varies ({', '.join(SEARCHABLE)})"

@@ -10,7 +10,7 @@ from typing import Any
 import onnxruntime as ort
 
 import edgetune
-from edgetune.errors import EdgetuneError, InvalidArgument, status_of
+from edgetune.errors import EdgetuneError, InvalidArgument, quoted, status_of
 from edgetune.plugins.manager import Plugins
 from edgetune.server import convert
 from edgetune.serving.memory import resident_bytes
@@ -135,7 +135,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             raise InvalidArgument("alias is required")
         # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
         if not _VERSION_NUMBER.fullmatch(request.version):
-            raise InvalidArgument(f"version {request.version!r} must be a version number")
+            raise InvalidArgument(f"version {quoted(request.version)} must be a version number")
         served = await self.registry.promote(request.name, int(request.version), request.alias)
         return self._info(served.version)
 

@@ -75,7 +75,7 @@ class ModelRegistry:
 
     async def get(self, name: str, spec: str = "") -> ServedModel:
         """The model a request for (name, spec) runs on, loading it on first use."""
-        route = (name, spec.strip() or LATEST)
+        route = (name, spec or LATEST)
         served = self._routes.get(route)
         if served is None:
             served = await self._route(route)
@@ -84,7 +84,7 @@ class ModelRegistry:
 
     async def load(self, name: str, spec: str = "") -> ServedModel:
         """Resolve (name, spec) in the repository now, load it if needed, and route to it."""
-        return await self._route((name, spec.strip() or LATEST))
+        return await self._route((name, spec or LATEST))
 
     async def unload(self, name: str, spec: str = "") -> ModelVersion:
         """Stop routing to a loaded version and drop it; running requests finish on it."""

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune.errors import AlreadyExists, InvalidArgument, NotFound
+from edgetune.errors import AlreadyExists, InvalidArgument, NotFound, quoted
 from edgetune.store.manifest import MODEL_FILE, Manifest
 
 LATEST = "latest"
@@ -31,7 +31,7 @@ def check_name(name: str, what: str = "model name") -> str:
     """Return name if it is a safe model or alias name, else raise InvalidArgument."""
     if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidArgument(
-            f"{what} {name!r} is not valid: use letters, digits, '.', '_' and '-', "
+            f"{what} {quoted(name)} is not valid: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, at most 128 characters"
         )
     return name
@@ -103,12 +103,17 @@ class ModelRepository:
         versions = self.versions(name)
         if not versions:
             raise NotFound(f"model {name!r} not found")
-        spec = spec.strip() or LATEST
+        spec = spec or LATEST
         # First: ASCII and at most 128 characters, so a spec str.isdigit() takes ("²", or
-        # thousands of digits) is refused here rather than by int().
-        check_name(spec, "alias")
+        # thousands of digits) is refused here rather than by int(); no spaces.
+        check_name(spec, "version or alias")
         if spec.isdigit():
             number = int(spec)
+            if spec != str(number):  # one spelling per version: "1", not "01" or "001"
+                raise InvalidArgument(
+                    f"version {quoted(spec)} is not a version number as written by the "
+                    f"server: write {number}"
+                )
             if number not in versions:
                 raise NotFound(f"model {name!r} has no version {spec}")
         else:

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel
 
-from edgetune.errors import InvalidArgument, NotFound
+from edgetune.errors import InvalidArgument, NotFound, ResourceExhausted, quoted
 from edgetune.plugins.manager import Plugins
 from edgetune.store.manifest import sha256_of, utc_now
 from edgetune.task import Task
@@ -39,21 +40,38 @@ class DatasetInfo(BaseModel):
     created: str
 
 
-class Upload:
-    """A file being received in chunks, refused as soon as it passes the size limit."""
+MIB = 2**20
+INCOMING = ".incoming"
 
-    def __init__(self, folder: Path, limit: int) -> None:
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under folder (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+class Upload:
+    """A file being received in chunks, refused as soon as it passes the size limit or its
+    bytes do not fit the store's quota (reserved chunk by chunk, so concurrent uploads
+    cannot together pass it)."""
+
+    def __init__(self, store: DatasetStore) -> None:
+        folder = store.root / INCOMING
         folder.mkdir(parents=True, exist_ok=True)
+        self.store = store
         self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex}"
-        self.limit = limit
+        self.limit = store.max_bytes
         self.size = 0
+        self.reserved = 0
         self._file: BinaryIO = self.path.open("wb")
 
     def write(self, chunk: bytes) -> None:
-        """Append a chunk; InvalidArgument when the file grows past the limit."""
+        """Append a chunk; InvalidArgument when the file grows past the limit,
+        ResourceExhausted when it would pass the quota."""
         self.size += len(chunk)
         if self.size > self.limit:
             raise InvalidArgument(f"data set is over the size limit of {self.limit} bytes")
+        self.store.reserve(len(chunk))
+        self.reserved += len(chunk)
         self._file.write(chunk)
 
     def close(self) -> None:
@@ -62,22 +80,64 @@ class Upload:
             self._file.close()
 
     def discard(self) -> None:
-        """Close and delete what was received."""
+        """Close and delete what was received, and give its reservation back."""
         self.close()
         self.path.unlink(missing_ok=True)
+        self.store.release(self.reserved)
+        self.reserved = 0
 
 
 class DatasetStore:
-    """Data sets under one folder."""
+    """Data sets under one folder, within a disk quota (0: none)."""
 
-    def __init__(self, root: Path, plugins: Plugins, max_bytes: int) -> None:
+    def __init__(self, root: Path, plugins: Plugins, max_bytes: int, quota_bytes: int = 0) -> None:
         self.root = root
         self.plugins = plugins
         self.max_bytes = max_bytes
+        self.quota = quota_bytes
+        self._lock = threading.Lock()
+        self._stored: int | None = None  # bytes of stored data sets, read once from disk
+        self._reserved = 0  # bytes of uploads in flight
 
     def begin_upload(self) -> Upload:
-        """Start receiving a file."""
-        return Upload(self.root / ".incoming", self.max_bytes)
+        """Start receiving a file; ResourceExhausted when the quota is already used up."""
+        self.reserve(0)
+        return Upload(self)
+
+    def remove_stale_uploads(self) -> None:
+        """Delete partial uploads a previous server process left (killed mid-upload): only
+        the server writes them, so at its start every one is stale."""
+        shutil.rmtree(self.root / INCOMING, ignore_errors=True)
+        with self._lock:
+            self._stored = None
+
+    def reserve(self, size: int) -> None:
+        """Count size bytes against the quota, or raise ResourceExhausted."""
+        if not self.quota:
+            return
+        with self._lock:
+            if self._stored is None:
+                self._stored = sum(folder_bytes(p) for p in self.root.glob("ds_*") if p.is_dir())
+            left = self.quota - self._stored - self._reserved
+            if size > left or left <= 0:
+                raise ResourceExhausted(
+                    f"this data set would pass the quota of {self.quota / MIB:g} MiB for stored "
+                    f"data sets (datasets_quota_mb); {max(left, 0)} bytes are left: delete some "
+                    "or raise it"
+                )
+            self._reserved += size
+
+    def release(self, size: int) -> None:
+        """Give back bytes reserved by reserve()."""
+        if self.quota and size:
+            with self._lock:
+                self._reserved -= size
+
+    def _stored_more(self, folder: Path) -> None:
+        if self.quota:
+            with self._lock:
+                if self._stored is not None:
+                    self._stored += folder_bytes(folder)
 
     def finish_upload(
         self, upload: Upload, format_name: str, filename: str, task_name: str
@@ -110,6 +170,7 @@ class DatasetStore:
                 (staging / "dataset.json").write_text(info.model_dump_json(indent=2) + "\n")
                 try:
                     staging.rename(folder)
+                    self._stored_more(folder)
                 except OSError:  # the same content arrived concurrently
                     shutil.rmtree(staging, ignore_errors=True)
             return self.get(info.id)
@@ -129,14 +190,18 @@ class DatasetStore:
 
     def get(self, dataset_id: str) -> DatasetInfo:
         """A stored data set; NotFound when the id is unknown."""
-        if not dataset_id.startswith("ds_") or not dataset_id[3:].isalnum():
-            raise NotFound(f"data set {dataset_id!r} not found")
+        if (
+            len(dataset_id) > 64
+            or not dataset_id.startswith("ds_")
+            or not (dataset_id[3:].isascii() and dataset_id[3:].isalnum())
+        ):
+            raise NotFound(f"data set {quoted(dataset_id)} not found")
         try:
             return DatasetInfo.model_validate_json(
                 (self.root / dataset_id / "dataset.json").read_bytes()
             )
         except FileNotFoundError:
-            raise NotFound(f"data set {dataset_id!r} not found") from None
+            raise NotFound(f"data set {quoted(dataset_id)} not found") from None
 
     def rows(self, dataset_id: str) -> list[dict[str, Any]]:
         """Every row of a stored data set."""

@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetune.errors import InvalidArgument, NotFound, ResourceExhausted
+from edgetune.errors import InvalidArgument, NotFound, ResourceExhausted, quoted
 from edgetune.store.manifest import utc_now
 from edgetune.training.spec import FINAL_STATES, JobSpec, JobState
+
+MAX_JOB_ID = 64
+MAX_SEQUENCE = 2**63 - 1
+"""SQLite's largest integer: an event sequence never passes it."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -164,9 +168,11 @@ class JobStore:
 
     def get(self, job_id: str) -> Job:
         """A job by id; NotFound when there is none."""
+        if len(job_id) > MAX_JOB_ID:
+            raise InvalidArgument(f"job id {quoted(job_id)} is not a job id (too long)")
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise NotFound(f"job {job_id!r} not found")
+            raise NotFound(f"job {quoted(job_id)} not found")
         return _job(row)
 
     def list_jobs(
@@ -180,7 +186,8 @@ class JobStore:
             clauses.append(f"state IN ({','.join('?' * len(wanted))})")
             params += wanted
         if page_token:
-            if not page_token.isdigit():
+            # ASCII digits that fit SQLite's integer ("²" is a digit to str.isdigit()).
+            if not (page_token.isascii() and page_token.isdigit() and len(page_token) < 19):
                 raise InvalidArgument("page_token is not valid: pass next_page_token unchanged")
             clauses.append("rowid < ?")
             params.append(int(page_token))
@@ -263,6 +270,10 @@ class JobStore:
 
     def events(self, job_id: str, after: int = 0) -> list[Event]:
         """Events of a job with seq > after, in order."""
+        if after > MAX_SEQUENCE:
+            raise InvalidArgument(
+                f"after_sequence {after} is larger than any event sequence ({MAX_SEQUENCE})"
+            )
         rows = self._db.execute(
             "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after)
         ).fetchall()
