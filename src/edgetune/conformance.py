@@ -210,7 +210,7 @@ class TaskConformance:
         session, runtime = open_model(
             plugins.task(self.task_name), version.path, MODEL_FILE, version.manifest
         )
-        inputs = inputs_from_pb(self.serving_inputs)
+        inputs = inputs_from_pb(self.serving_inputs, len(self.serving_inputs))
         encoded = runtime.encode(inputs)
         expected = runtime.decode(session.run(None, encoded.feeds), encoded, 0)
         served = published["results"]

@@ -18,8 +18,17 @@ _ORIGINS = {
 }
 
 
-def inputs_from_pb(inputs: Sequence[inference_pb2.Input]) -> list[Input]:
-    """Domain inputs from the request's `inputs`; an input with no kind set is an error."""
+def check_count(count: int, limit: int, field: str = "inputs") -> None:
+    """Refuse a request by its number of inputs before anything is converted, so one huge
+    request costs no more than a small one (the limit is the max_batch_size setting)."""
+    if count > limit:
+        raise InvalidArgument(f"{field} has {count} items; the limit is {limit}")
+
+
+def inputs_from_pb(inputs: Sequence[inference_pb2.Input], limit: int) -> list[Input]:
+    """Domain inputs from the request's `inputs` (at most limit); an input with no kind set
+    is an error."""
+    check_count(len(inputs), limit)
     converted: list[Input] = []
     for index, item in enumerate(inputs):
         match item.WhichOneof("kind"):

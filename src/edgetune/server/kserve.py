@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 import edgetune
-from edgetune.errors import InvalidArgument, NotFound
+from edgetune.errors import InvalidArgument, NotFound, quoted
 from edgetune.kserve import grpc_predict_v2_pb2 as pb
 from edgetune.kserve import grpc_predict_v2_pb2_grpc
+from edgetune.server.convert import check_count
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.store import ModelRepository
@@ -120,7 +121,9 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         of {"start", "end", "label", "score", "text"}.
         """
         answer = await self.service.classify(
-            request.model_name, request.model_version, inputs_from_tensors(request)
+            request.model_name,
+            request.model_version,
+            inputs_from_tensors(request, self.service.settings.max_batch_size),
         )
         task = self.registry.plugins.tasks.get(answer.version.manifest.task)
         offered = [LABELS, SCORES] + ([SPANS] if task is not None and task.returns_spans else [])
@@ -176,9 +179,13 @@ def _spans_json(result: Result) -> str:
     )
 
 
-def inputs_from_tensors(request: pb.ModelInferRequest) -> list[Input]:
-    """edgetune inputs from v2 tensors; INVALID_ARGUMENT names the tensor that is wrong."""
+def inputs_from_tensors(request: pb.ModelInferRequest, limit: int) -> list[Input]:
+    """edgetune inputs from v2 tensors, at most limit a tensor (checked on the shape, before
+    any element is read); INVALID_ARGUMENT names the tensor that is wrong."""
     raw = list(request.raw_input_contents)
+    for tensor in request.inputs:
+        if tensor.shape:
+            check_count(tensor.shape[0], limit, f"input {quoted(tensor.name)}: shape[0]")
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
@@ -252,8 +259,15 @@ def _bytes_elements(tensor: Any, raw: bytes | None) -> list[bytes]:
         raise InvalidArgument(
             f"input {tensor.name!r}: shape {shape}, expected [batch] or [batch, 1]"
         )
+    if raw is None and len(tensor.contents.bytes_contents) != shape[0]:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: shape {shape} needs {shape[0]} elements, "
+            f"got {len(tensor.contents.bytes_contents)}"
+        )
     elements = (
-        _split_bytes(tensor.name, raw) if raw is not None else list(tensor.contents.bytes_contents)
+        _split_bytes(tensor.name, raw, shape[0])
+        if raw is not None
+        else list(tensor.contents.bytes_contents)
     )
     if len(elements) != shape[0]:
         raise InvalidArgument(
@@ -262,10 +276,12 @@ def _bytes_elements(tensor: Any, raw: bytes | None) -> list[bytes]:
     return elements
 
 
-def _split_bytes(name: str, raw: bytes) -> list[bytes]:
-    """BYTES raw contents: each element is a 4-byte little-endian length, then the bytes."""
-    elements, offset = [], 0
-    while offset < len(raw):
+def _split_bytes(name: str, raw: bytes, expected: int) -> list[bytes]:
+    """BYTES raw contents: each element is a 4-byte little-endian length, then the bytes;
+    reading stops after one more element than the shape says."""
+    elements: list[bytes] = []
+    offset = 0
+    while offset < len(raw) and len(elements) <= expected:
         if offset + 4 > len(raw):
             raise InvalidArgument(f"input {name!r}: raw contents end inside a length prefix")
         (size,) = struct.unpack_from("<I", raw, offset)

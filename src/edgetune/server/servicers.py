@@ -44,7 +44,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> inference_pb2.ClassifyResponse:
         """Classify one batch."""
         answer = await self.service.classify(
-            request.model, request.version, convert.inputs_from_pb(request.inputs), request.top_k
+            request.model,
+            request.version,
+            convert.inputs_from_pb(request.inputs, self.service.settings.max_batch_size),
+            request.top_k,
         )
         return inference_pb2.ClassifyResponse(
             model=answer.version.name,
