@@ -308,6 +308,35 @@ async def test_a_revoked_token_stops_working_without_a_restart(settings, plugins
         assert (await inference.Classify(CLASSIFY, metadata=bearer(fresh))).results
 
 
+async def test_a_revoked_token_stops_an_open_stream_at_its_next_message(
+    settings, plugins, tokens
+) -> None:
+    settings.auth = "token"
+    async with running(settings, plugins) as address, aio.insecure_channel(address) as channel:
+        stream = inference_pb2_grpc.InferenceStub(channel).ClassifyStream(
+            metadata=bearer(tokens["reader"])
+        )
+        await stream.write(ipb.ClassifyStreamRequest(id="1", request=CLASSIFY))
+        assert (await stream.read()).response.results
+        TokenStore(settings.home).revoke("reader")
+        await stream.write(ipb.ClassifyStreamRequest(id="2", request=CLASSIFY))
+        with pytest.raises(aio.AioRpcError) as refused:
+            await stream.read()  # no answer for id 2: the call ends
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in refused.value.details()
+
+
+async def test_two_authorization_headers_are_refused(settings, plugins, tokens) -> None:
+    settings.auth = "token"
+    async with running(settings, plugins) as address, aio.insecure_channel(address) as channel:
+        inference = inference_pb2_grpc.InferenceStub(channel)
+        both = bearer(tokens["reader"]) + bearer(tokens["reader"])
+        with pytest.raises(aio.AioRpcError) as refused:
+            await inference.Classify(CLASSIFY, metadata=both)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "one authorization header" in refused.value.details()
+
+
 async def test_an_unknown_authenticator_stops_the_start(settings, plugins) -> None:
     settings.auth = "kerberos"
     with pytest.raises(InvalidArgument, match=r"no authenticator named 'kerberos'.*token"):

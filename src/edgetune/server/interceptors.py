@@ -17,7 +17,13 @@ import grpc
 from grpc import aio
 
 from edgetune.auth import Authenticator, required_scope
-from edgetune.errors import EdgetuneError, InvalidArgument, PermissionDenied, status_of
+from edgetune.errors import (
+    EdgetuneError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    status_of,
+)
 
 log = logging.getLogger(__name__)
 Handler = Any  # grpc.RpcMethodHandler
@@ -154,21 +160,61 @@ class AuthInterceptor(aio.ServerInterceptor):
         scope = required_scope(method)
         if scope is None:
             return await continuation(handler_call_details)
-        metadata = {
-            key.lower(): value
+        pairs = [
+            (key.lower(), value)
             for key, value in handler_call_details.invocation_metadata or ()
             if isinstance(value, str)
-        }
-        try:
+        ]
+        metadata = dict(pairs)
+
+        def check() -> None:
+            if sum(key == "authorization" for key, _ in pairs) > 1:
+                raise Unauthenticated("send one authorization header, not several")
             principal = self.authenticator.authenticate(metadata)
             if scope not in principal.scopes:
                 raise PermissionDenied(
                     f"token {principal.name!r} lacks the scope {scope!r} that {method} needs"
                 )
+
+        try:
+            check()
         except Exception as exc:
             handler = await continuation(handler_call_details)
             return None if handler is None else _refusal(handler, exc)
-        return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None or not (handler.stream_unary or handler.stream_stream):
+            return handler
+        # A stream stays open for as long as the client likes: each message it sends is
+        # checked again, so a revoked token stops working on open streams at once (the
+        # check is a stat of the token file and a hash comparison).
+        return _rebuild(
+            handler,
+            lambda behavior, stream_request: _rechecked(behavior, check),
+            handler.request_deserializer,
+        )
+
+
+def _rechecked(behavior: Callable[..., Any], check: Callable[[], None]) -> Callable[..., Any]:
+    """A streaming-request behavior whose request iterator runs check() before each
+    message; a failed check ends the call with its status."""
+
+    async def messages(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for message in requests:
+            check()
+            yield message
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for response in behavior(messages(requests), context):
+                yield response
+
+        return stream
+
+    async def unary(requests: AsyncIterator[Any], context: Any) -> Any:
+        return await behavior(messages(requests), context)
+
+    return unary
 
 
 def _refusal(handler: Handler, exc: Exception) -> Handler:
