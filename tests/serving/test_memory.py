@@ -134,3 +134,25 @@ async def test_a_pinned_model_that_does_not_exist_stops_the_start(settings, plug
     settings.pinned_models = ["nope"]
     with pytest.raises(NotFound, match="nope"):
         await start_server(settings, plugins)
+
+
+async def test_a_reloaded_version_is_charged_what_its_first_load_measured(
+    settings, plugins, copies, monkeypatch
+) -> None:
+    # Resident memory before and after each load: "a" grows it by 3 model sizes, then (on
+    # its reload, reusing memory the unload freed, as the allocator does) by nothing; "b"
+    # by one size.
+    readings = [0, 3 * copies, 0, 0, 0, copies]
+    monkeypatch.setattr(model_module, "resident_bytes", lambda: readings.pop(0))
+    settings.memory_budget_mb = 3.5 * copies / MIB  # room for "a" as first measured, only
+    async with serving(settings, plugins) as stubs:
+        await stubs.classify("a")  # measured 3 sizes
+        models = stubs.models
+        first = (await models.GetModel(mpb.GetModelRequest(name="a"))).memory_bytes
+        assert first == 3 * copies
+        await models.UnloadModel(mpb.UnloadModelRequest(name="a"))
+        await stubs.classify("a")  # measured 0 this time: still charged 3 sizes
+        again = (await models.GetModel(mpb.GetModelRequest(name="a"))).memory_bytes
+        assert again == first
+        await stubs.classify("b")  # 1 size: a (3) + b (1) would pass 3.5, so a goes
+        assert await stubs.loaded() == ["b"]

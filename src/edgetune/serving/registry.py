@@ -53,6 +53,7 @@ class ModelRegistry:
         self.providers = choose_providers(settings.execution_providers)
         self._options = session_options(settings.intra_op_threads, settings.intra_op_spinning)
         self._loaded: dict[Key, ServedModel] = {}
+        self._charges: dict[Key, int] = {}  # the most each version was measured at
         self._routes: dict[tuple[str, str], ServedModel] = {}
         self._load_lock = asyncio.Lock()
         self._listeners = listeners
@@ -130,7 +131,8 @@ class ModelRegistry:
             if served is not None:
                 return served
             task = self._task_of(version)
-            await self._make_room(version, version.model_file_bytes)
+            charged = self._charges.get(version.key, 0)
+            await self._make_room(version, max(version.model_file_bytes, charged))
             served = await asyncio.to_thread(
                 ServedModel.load,
                 version,
@@ -141,6 +143,10 @@ class ModelRegistry:
                 warmup=self.settings.warmup,
                 limits={"max_image_pixels": self.settings.max_image_pixels},
             )
+            # A reload measures less when it reuses memory an eviction freed: the version is
+            # charged the most it was ever measured at, so the budget means what it says.
+            served.memory_bytes = max(served.memory_bytes, charged)
+            self._charges[version.key] = served.memory_bytes
             self._loaded[version.key] = served
             await self._notify(version, loaded=True)
             try:
