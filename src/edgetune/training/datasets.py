@@ -164,10 +164,13 @@ class DatasetStore:
             )
             folder = self.root / info.id
             if not (folder / "dataset.json").is_file():
-                staging = self.root / ".incoming" / f"{upload.path.name}.d"
+                description = (info.model_dump_json(indent=2) + "\n").encode()
+                self.reserve(len(description))  # dataset.json counts against the quota too
+                upload.reserved += len(description)
+                staging = self.root / INCOMING / f"{upload.path.name}.d"
                 staging.mkdir()
                 shutil.move(upload.path, staging / "data")
-                (staging / "dataset.json").write_text(info.model_dump_json(indent=2) + "\n")
+                (staging / "dataset.json").write_bytes(description)
                 try:
                     staging.rename(folder)
                     self._stored_more(folder)
