@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgetune.errors import FailedPrecondition, ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.onnx import export_onnx
@@ -27,8 +25,9 @@ from edgetune.training.datasets import DatasetStore
 from edgetune.training.faults import NO_FAULTS, Faults
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
+from edgetune.training.report import comparison, job_baseline
 from edgetune.training.results import find_published, result_of
-from edgetune.training.search import Search, checkpoint_of, progress_data
+from edgetune.training.search import Search, checkpoint_of, data_max_length, progress_data
 from edgetune.training.spec import Hyperparameters, JobSpec, JobState
 from edgetune.training.store import Checkpoint, Job, JobStore
 
@@ -302,59 +301,6 @@ def run_training(
     )
 
 
-def job_baseline(
-    task: Task,
-    store: JobStore,
-    job_id: str,
-    train_rows: Sequence[Mapping[str, Any]],
-    val_rows: Sequence[Mapping[str, Any]],
-    labels: list[str],
-) -> dict[str, Any] | None:
-    """The task's classical baseline on the job's rows, reported as an event once (a
-    resumed job finds it among its events)."""
-    for event in store.events(job_id):
-        if "baseline" in event.data:
-            return dict(event.data["baseline"])
-    try:
-        found = task.baseline(train_rows, val_rows, labels)
-    except Exception as exc:  # a baseline is a comparison, never a reason to fail the job
-        log.exception("baseline of job %s failed", job_id)
-        store.update(job_id, f"no baseline: {type(exc).__name__}: {exc}", {})
-        return None
-    if found is None:
-        return None
-    metrics = {k: v for k, v in found.metrics.items() if not k.startswith("confusion/")}
-    baseline = {"description": found.description, "metrics": metrics}
-    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in task.search_metrics if k in metrics)
-    store.update(
-        job_id,
-        f"baseline ({found.description}) on the {len(val_rows)} validation rows: {summary}",
-        {"baseline": baseline},
-    )
-    return baseline
-
-
-def data_max_length(
-    task: Task,
-    settings: Settings,
-    rows: Sequence[Mapping[str, Any]],
-    preprocessor: Any,
-    hp: Hyperparameters,
-) -> int:
-    """max_length for a search: the 95th percentile of the training rows' token counts,
-    rounded up to a multiple of 16, within search_max_length and the tokenizer's limit;
-    the job's own max_length for tasks whose inputs have no length."""
-    lengths = task.token_lengths(rows, preprocessor)
-    if not lengths:
-        return hp.max_length
-    p95 = int(np.percentile(lengths, 95))
-    model_limit = getattr(preprocessor, "model_max_length", None)
-    limits = [settings.search_max_length]
-    if isinstance(model_limit, int) and 0 < model_limit < 1_000_000:
-        limits.append(model_limit)
-    return max(16, min(-(-p95 // 16) * 16, *limits))
-
-
 def publish(
     task: Task,
     spec: JobSpec,
@@ -424,32 +370,6 @@ def publish(
         version = repository.publish(spec.model_name, staged, manifest, aliases=())
     log.info("published %s:%d: %s", version.name, version.version, gate)
     return result_of(version)
-
-
-def comparison(
-    report: Mapping[str, Any],
-    served: Mapping[str, float],
-    rows: int,
-    metric: str,
-) -> str:
-    """The published model against the baseline on the same validation rows, in words: the
-    served model's figures, or the search's estimate when it was retrained on those rows."""
-    baseline = report.get("baseline")
-    if not baseline:
-        return "no baseline for this task"
-    ours = report["estimated_metrics"] if report.get("retrained") else served
-    mine, theirs = float(ours.get(metric, 0.0)), float(baseline["metrics"].get(metric, 0.0))
-    points = (mine - theirs) * 100
-    figures = (
-        f"{metric} {mine:.4f} vs {theirs:.4f} for the baseline on the same {rows} validation "
-        f"rows ({points:+.2f} points)"
-    )
-    if mine > theirs:
-        return f"fine-tuned model better: {figures}"
-    return (
-        f"the baseline is as good or better: {figures}; the fine-tuned model was published "
-        f"anyway ({baseline['description']} may serve this data as well)"
-    )
 
 
 SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -15,11 +15,12 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from optuna.distributions import (
@@ -378,6 +379,27 @@ class Search:
     def trials(self) -> list[dict[str, Any]]:
         """Every finished or failed trial, in order, as the result reports them."""
         return [self._trial_data(t) for t in self.study.trials if t.state in STATE_NAMES]
+
+
+def data_max_length(
+    task: Task,
+    settings: Settings,
+    rows: Sequence[Mapping[str, Any]],
+    preprocessor: Any,
+    hp: Hyperparameters,
+) -> int:
+    """max_length for a search: the 95th percentile of the training rows' token counts,
+    rounded up to a multiple of 16, within search_max_length and the tokenizer's limit;
+    the job's own max_length for tasks whose inputs have no length."""
+    lengths = task.token_lengths(rows, preprocessor)
+    if not lengths:
+        return hp.max_length
+    p95 = int(np.percentile(lengths, 95))
+    model_limit = getattr(preprocessor, "model_max_length", None)
+    limits = [settings.search_max_length]
+    if isinstance(model_limit, int) and 0 < model_limit < 1_000_000:
+        limits.append(model_limit)
+    return max(16, min(-(-p95 // 16) * 16, *limits))
 
 
 def checkpoint_of(outcome: SearchOutcome) -> Checkpoint:

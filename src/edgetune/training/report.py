@@ -1,0 +1,71 @@
+"""What a job reports beside its model: the task's classical baseline on the job's rows,
+and the published model against it, in words. Runs in the training process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgetune.task import Task
+from edgetune.training.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+def job_baseline(
+    task: Task,
+    store: JobStore,
+    job_id: str,
+    train_rows: Sequence[Mapping[str, Any]],
+    val_rows: Sequence[Mapping[str, Any]],
+    labels: list[str],
+) -> dict[str, Any] | None:
+    """The task's classical baseline on the job's rows, reported as an event once (a
+    resumed job finds it among its events)."""
+    for event in store.events(job_id):
+        if "baseline" in event.data:
+            return dict(event.data["baseline"])
+    try:
+        found = task.baseline(train_rows, val_rows, labels)
+    except Exception as exc:  # a baseline is a comparison, never a reason to fail the job
+        log.exception("baseline of job %s failed", job_id)
+        store.update(job_id, f"no baseline: {type(exc).__name__}: {exc}", {})
+        return None
+    if found is None:
+        return None
+    metrics = {k: v for k, v in found.metrics.items() if not k.startswith("confusion/")}
+    baseline = {"description": found.description, "metrics": metrics}
+    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in task.search_metrics if k in metrics)
+    store.update(
+        job_id,
+        f"baseline ({found.description}) on the {len(val_rows)} validation rows: {summary}",
+        {"baseline": baseline},
+    )
+    return baseline
+
+
+def comparison(
+    report: Mapping[str, Any],
+    served: Mapping[str, float],
+    rows: int,
+    metric: str,
+) -> str:
+    """The published model against the baseline on the same validation rows, in words: the
+    served model's figures, or the search's estimate when it was retrained on those rows."""
+    baseline = report.get("baseline")
+    if not baseline:
+        return "no baseline for this task"
+    ours = report["estimated_metrics"] if report.get("retrained") else served
+    mine, theirs = float(ours.get(metric, 0.0)), float(baseline["metrics"].get(metric, 0.0))
+    points = (mine - theirs) * 100
+    figures = (
+        f"{metric} {mine:.4f} vs {theirs:.4f} for the baseline on the same {rows} validation "
+        f"rows ({points:+.2f} points)"
+    )
+    if mine > theirs:
+        return f"fine-tuned model better: {figures}"
+    return (
+        f"the baseline is as good or better: {figures}; the fine-tuned model was published "
+        f"anyway ({baseline['description']} may serve this data as well)"
+    )
