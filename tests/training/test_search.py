@@ -180,6 +180,46 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
     assert stopped == [(3, 2), (4, 1)]
 
 
+def test_a_search_whose_trials_all_fail_gives_up(tmp_path: Path) -> None:
+    from edgetune.settings import Settings
+    from edgetune.training.search import MAX_FAILURES, Search
+    from edgetune.training.spec import Hyperparameters, SearchSpec
+    from edgetune.training.store import JobStore
+
+    settings = Settings(home=tmp_path)
+    settings.jobs_dir.mkdir(parents=True)
+    store = JobStore(settings.jobs_dir / "jobs.db")
+    job, _ = store.create(
+        JobSpec(task=TASK, dataset_id="ds", model_name="m", base_model="tiny"),
+        JobState.RUNNING,
+        "x",
+        9,
+    )
+    search = Search(
+        job.id,
+        SearchSpec(trials=6),
+        Hyperparameters(),
+        TextClassification(),
+        settings,
+        store,
+        tmp_path,
+        lambda: False,
+        None,
+    )
+    built = []
+
+    def build_model():
+        built.append(1)
+        if len(built) > 10:  # a search that never gives up would get here
+            raise KeyError("the search did not stop")
+        raise RuntimeError("the model cannot be built")
+
+    with pytest.raises(RuntimeError, match="every trial of the search failed"):
+        search.run(build_model, None, [], [], ["a", "b"])
+    assert len(built) == MAX_FAILURES
+    assert any("trials failed; the search stops" in e.message for e in store.events(job.id))
+
+
 def search_reporter(search, store, job_id, trial):
     from edgetune.training.search import TrialReporter
 
@@ -314,3 +354,26 @@ def test_kill_9_during_a_search_resumes_from_the_finished_trials(
         assert final.result.promoted and not alive(worker)
     finally:
         server.stop()
+
+
+async def test_a_large_data_set_publishes_the_chosen_trials_model(settings, plugins) -> None:
+    from edgetune.server.app import start_server
+
+    settings.search_refit_rows = 0  # every data set counts as large: no retraining
+    running = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            search = pb.Search(trials=2, time_budget_minutes=30)
+            job, events = await run_to_end(stub, request(search=search))
+        assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
+        assert not job.result.retrained
+        assert "published that trial's model" in job.result.selection
+        assert not any("retraining" in e.message for e in events)
+        best = next(t for t in job.result.trials if t.best)
+        # The published model is that trial's best checkpoint: its fp32 export scores
+        # what the trial scored on the same validation rows (one row may flip on rounding).
+        assert abs(job.result.fp32_metrics["accuracy"] - best.metrics["accuracy"]) <= 1 / 8 + 1e-9
+        assert not (settings.jobs_dir / job.id).exists()
+    finally:
+        await running.stop(0)

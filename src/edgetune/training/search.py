@@ -40,8 +40,11 @@ from edgetune.training.store import Checkpoint, JobStore
 
 log = logging.getLogger(__name__)
 
-BEST_DIR = "search-best"
-"""Job work folder's copy of the best trial's best checkpoint."""
+BEST_DIR = "best"
+"""Where a finished trial keeps its best checkpoint: `<workdir>/trials/<number>/best`,
+until a better trial replaces it (so the checkpoint on disk always matches the study)."""
+MAX_FAILURES = 3
+"""Failed trials in one training process after which the search gives up."""
 LOG_SCALE = frozenset({"learning_rate"})
 STATE_NAMES = {
     TrialState.COMPLETE: "complete",
@@ -239,7 +242,11 @@ class Search:
         done = len(self._finished())
         if done:
             self._event(f"resuming the search after {done} finished trials")
-        while len(self._finished()) < self.search.trials:
+        failures = 0
+        while len(self._finished()) + failures < self.search.trials:
+            if failures >= MAX_FAILURES:
+                self._event(f"{failures} trials failed; the search stops")
+                break
             spent = sum(float(t.user_attrs.get("seconds", 0.0)) for t in self._finished())
             budget = self._budget_s()
             if budget is not None and spent >= budget and self._best() is not None:
@@ -248,11 +255,14 @@ class Search:
                     f"{len(self._finished())} trials"
                 )
                 break
-            self._trial(names, build_model, collate, train_features, validation_features, labels)
+            if not self._trial(
+                names, build_model, collate, train_features, validation_features, labels
+            ):
+                failures += 1
         best = self._best()
         if best is None:
             raise RuntimeError("every trial of the search failed; see the job's events")
-        checkpoint = self.workdir / BEST_DIR
+        checkpoint = self.workdir / "trials" / str(best.number + 1) / BEST_DIR
         chosen = self.hp.model_copy(update=best.params)
         trials = self.trials()
         summary = (
@@ -287,11 +297,13 @@ class Search:
         train_features: list[dict[str, Any]],
         validation_features: list[dict[str, Any]],
         labels: Sequence[str],
-    ) -> None:
+    ) -> bool:
+        """Run one trial; False when it failed (a pruned trial did not fail)."""
         trial = self.study.ask(self.space)
         number, of = trial.number + 1, self.search.trials
         hp = self.hp.model_copy(update=trial.params)
         folder = self.workdir / "trials" / str(number)
+        shutil.rmtree(folder, ignore_errors=True)  # left by a run a restart interrupted
         reporter = TrialReporter(self.store, self.job_id, trial, of, self.metric)
         self._event(f"trial {number}/{of}: {describe(hp, names)}")
         started = time.monotonic()
@@ -319,7 +331,7 @@ class Search:
                 "median of the trials before it)",
                 {"trial": self._trial_data(self.study.trials[trial.number])},
             )
-            return
+            return True
         except Exception as exc:
             if self.cancelled():
                 raise
@@ -329,7 +341,7 @@ class Search:
             self._event(f"trial {number}/{of}: failed: {type(exc).__name__}: {exc}")
             if not isinstance(exc, ArithmeticError | RuntimeError | ValueError):
                 raise
-            return
+            return False
         metrics = {k: v for k, v in outcome.best.metrics.items() if not k.startswith("confusion/")}
         value = outcome.best.metrics[self.metric]
         trial.set_user_attr("seconds", time.monotonic() - started)
@@ -342,11 +354,15 @@ class Search:
             -previous.user_attrs["metrics"].get("loss", 0.0),
         )
         if improved:
-            keep = self.workdir / BEST_DIR
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.move(outcome.best.path, keep)
-        shutil.rmtree(folder, ignore_errors=True)
+            shutil.move(outcome.best.path, folder / BEST_DIR)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         self.study.tell(trial, value)
+        # Only after the study records it: every folder but the best trial's.
+        best = self._best()
+        keep = self.workdir / "trials" / str(best.number + 1) if best else None
+        for other in (self.workdir / "trials").iterdir():
+            if other != keep:
+                shutil.rmtree(other, ignore_errors=True)
         note = " (best)" if improved else ""
         self._event(
             f"trial {number}/{of}: {describe(hp, names)}, best epoch {outcome.best.epoch} → "
@@ -354,6 +370,7 @@ class Search:
             {"trial": self._trial_data(self.study.trials[trial.number])},
         )
         self.faults.pause("trial")
+        return True
 
     def _trial_data(self, trial: FrozenTrial) -> dict[str, Any]:
         best = self._best()
