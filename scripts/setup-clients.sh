@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the third-party clients the client tests run against the server: tritonclient in
-# its own venv (it needs protobuf < 7; the server uses 7), the Node example's packages, and
-# the C++ example (Debian's gRPC packages, installed with apt-get when run as root). Idempotent.
+# its own venv (it needs protobuf < 7; the server uses 7), the Node example's packages, the
+# C++ example (Debian's gRPC packages) and a Prometheus server that scrapes the metrics
+# endpoint (Debian's prometheus); Debian packages are installed with apt-get when run as
+# root. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +19,15 @@ if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
   (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-if ! command -v grpc_cpp_plugin >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null; then
+if ! command -v grpc_cpp_plugin >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null \
+  || ! command -v prometheus >/dev/null; then
   packages="g++ pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc"
+  packages="$packages prometheus"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
   else
-    echo "setup-clients.sh: the C++ example needs Debian's gRPC packages: sudo apt-get install -y $packages" >&2
+    echo "setup-clients.sh: the client tests need Debian's packages: sudo apt-get install -y $packages" >&2
     exit 1
   fi
 fi

@@ -97,7 +97,8 @@ def test_import_serve_predict_and_models(env, served, tiny_bert) -> None:
     assert sum(rows[0]["scores"].values()) == pytest.approx(1, abs=1e-4)
 
     listed = run("models", "list", "--address", address, env=env)
-    assert "reviews" in listed.stdout and "loaded" in listed.stdout and "MiB" in listed.stdout
+    assert "server ready; model_control=all" in listed.stdout
+    assert "reviews" in listed.stdout and "ready" in listed.stdout and "MiB" in listed.stdout
     unloaded = run("models", "unload", "reviews", "--address", address, env=env)
     assert "unloaded reviews version 1" in unloaded.stdout
     loaded = run("models", "load", "reviews", "--address", address, env=env)

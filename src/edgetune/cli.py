@@ -155,28 +155,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_STATE_WORDS = {2: "ready", 1: "available", 3: "loading", 4: "failed"}
+"""ModelState numbers (edgetune.v1.ModelState) as `models list` prints them."""
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List, load or unload models on a running server."""
-    from edgetune.v1 import models_pb2, models_pb2_grpc
+    from edgetune.v1 import models_pb2, models_pb2_grpc, server_pb2, server_pb2_grpc
 
     with client_channel(args) as channel:
         stub = models_pb2_grpc.ModelsStub(channel)
         if args.action == "list":
+            info = server_pb2_grpc.ServerStub(channel).GetServerInfo(
+                server_pb2.GetServerInfoRequest(), timeout=args.timeout
+            )
             reply = stub.ListModels(models_pb2.ListModelsRequest(), timeout=args.timeout)
+            readiness = "ready" if info.ready else "NOT ready (loading models at start-up)"
+            print(f"server {readiness}; model_control={info.model_control}")
             print(
-                f"{'MODEL':24} {'VERSION':>7}  {'TASK':24} {'STATE':9} {'MEMORY':>9} "
+                f"{'MODEL':24} {'VERSION':>7}  {'TASK':24} {'STATE':10} {'MEMORY':>9} "
                 f"{'ALIASES':16} LABELS"
             )
+            failures = []
             for model in reply.models:
                 for v in model.versions:
-                    state = models_pb2.ModelState.Name(v.state).removeprefix("MODEL_STATE_")
+                    state = _STATE_WORDS.get(v.state, "unknown")
                     memory = f"{v.memory_bytes / 2**20:.1f} MiB" if v.memory_bytes else "-"
-                    if v.pinned and v.state == models_pb2.MODEL_STATE_LOADED:
-                        state = "PINNED"
+                    if v.pinned:
+                        state += ",pin"
+                    if v.state_reason:
+                        failures.append(f"{v.name} version {v.version}: {v.state_reason}")
                     print(
-                        f"{v.name:24} {v.version:>7}  {v.task:24} {state.lower():9} {memory:>9} "
+                        f"{v.name:24} {v.version:>7}  {v.task:24} {state:10} {memory:>9} "
                         f"{','.join(v.aliases):16} {','.join(label.name for label in v.labels)}"
                     )
+            for failure in failures:
+                print(f"failed to load {failure}")
             return 0
         if not args.name:
             raise InvalidArgument(f"models {args.action} needs a model name")

@@ -110,6 +110,23 @@ class Settings(BaseSettings):
     """Models (`name`, or `name:version` for one version) loaded when the server starts and
     never evicted under the memory budget."""
 
+    model_control: str = Field(default="all", pattern="^(all|pinned|lazy)$")
+    """Which models the server loads when it starts, before it reports ready: "all" (the
+    `latest` version of every model in the repository, most recently published first,
+    as many as the memory budget holds without evicting; the rest load on first use),
+    "pinned" (only pinned_models) or "lazy" (none: each loads on its first request).
+    Pinned models always load at start-up."""
+
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the Prometheus metrics endpoint (HTTP, `/metrics`) on the gRPC host; it
+    follows the same rules (TLS with the server's certificate when one is set, plaintext
+    only on loopback unless `insecure`). 0 = no metrics endpoint."""
+
+    access_log: str = Field(default="off", pattern="^(off|text|json)$")
+    """One log line per request on the `edgetune.access` logger: "text" (key=value),
+    "json", or "off". Lines name the method, model, version, input count, status, queue
+    and inference milliseconds and the peer, never the inputs themselves."""
+
     warmup: bool = True
     """Run one inference at load so the first real request is not slow."""
 

@@ -51,8 +51,10 @@ def text_tensor(
 async def test_health_and_metadata(v2, server) -> None:
     assert (await v2.ServerLive(pb.ServerLiveRequest())).live
     assert (await v2.ServerReady(pb.ServerReadyRequest())).ready
-    assert not (await v2.ModelReady(pb.ModelReadyRequest(name="tiny"))).ready  # not loaded yet
+    assert (await v2.ModelReady(pb.ModelReadyRequest(name="tiny"))).ready  # loaded at start-up
     assert not (await v2.ModelReady(pb.ModelReadyRequest(name="nope"))).ready
+    await server.registry.unload("tiny")
+    assert not (await v2.ModelReady(pb.ModelReadyRequest(name="tiny", version="1"))).ready
     await server.registry.load("tiny")
     assert (await v2.ModelReady(pb.ModelReadyRequest(name="tiny", version="1"))).ready
     meta = await v2.ServerMetadata(pb.ServerMetadataRequest())

@@ -37,8 +37,9 @@ async def test_list_and_get(models) -> None:
     assert (info.version, info.task, info.state) == (
         "1",
         "text-classification",
-        pb.MODEL_STATE_AVAILABLE,
+        pb.MODEL_STATE_LOADED,  # model_control "all": loaded at start-up
     )
+    assert info.providers == ["CPUExecutionProvider"] and not info.state_reason
     assert [label.name for label in info.labels] == ["negative", "neutral", "positive"]
     assert list(info.aliases) == ["latest"]
     assert list(info.input_kinds) == ["text", "text_pair", "tokens"]
@@ -50,9 +51,10 @@ async def test_list_and_get(models) -> None:
 async def test_load_unload_while_serving_with_health(models, channel, server) -> None:
     overall = await health_of(channel, "")
     assert overall == SERVING
-    with pytest.raises(aio.AioRpcError) as caught:
-        await health_of(channel, "tiny")
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # never loaded yet
+    assert await health_of(channel, "tiny") == SERVING  # loaded at start-up
+    await models.UnloadModel(pb.UnloadModelRequest(name="tiny"))
+    assert await health_of(channel, "tiny") == NOT_SERVING
+    assert await health_of(channel, "tiny:1") == NOT_SERVING
 
     loaded = await models.LoadModel(pb.LoadModelRequest(name="tiny"))
     assert loaded.state == pb.MODEL_STATE_LOADED
@@ -138,6 +140,8 @@ async def test_model_imported_while_serving_is_picked_up(
     ],
 )
 async def test_model_errors(models, call, message_in, code, message) -> None:
+    if call == "UnloadModel":  # loaded at start-up: unloading it once is fine, twice not
+        await models.UnloadModel(pb.UnloadModelRequest(name="tiny"))
     with pytest.raises(aio.AioRpcError) as caught:
         await getattr(models, call)(message_in)
     assert caught.value.code() == code
@@ -172,6 +176,7 @@ async def test_a_load_outlives_the_call_that_gave_up_on_it(server, channel, monk
         time.sleep(0.5)
         return original(*args, **kwargs)
 
+    await server.registry.unload("tiny")  # loaded at start-up
     monkeypatch.setattr(ServedModel, "load", classmethod(slow))
     stub = inference_pb2_grpc.InferenceStub(channel)
     request = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])

@@ -14,6 +14,7 @@ from grpc import aio
 
 from edgetune.errors import InvalidArgument, ResourceExhausted
 from edgetune.serving.batcher import Batcher
+from edgetune.serving.observe import Timing
 from edgetune.task import Input, LabelScore, Result, Text
 from edgetune.v1 import inference_pb2 as pb
 from edgetune.v1 import inference_pb2_grpc
@@ -40,6 +41,11 @@ class FakeModel:
                 raise InvalidArgument(f"inputs[{index}].text is bad")
         return [Result([LabelScore(t, 0.9, True), LabelScore("other", 0.1)]) for t in texts]
 
+    def run(self, inputs: Sequence[Input], top_k: int) -> tuple[list[Result], Timing]:
+        started = time.time_ns()
+        results = self.predict(inputs, top_k)
+        return results, Timing(started, started, time.time_ns(), len(inputs))
+
 
 @pytest.fixture
 def executor():
@@ -50,7 +56,7 @@ def executor():
 def batcher(
     model: FakeModel, executor, max_batch: int = 8, delay: float = 0.0, queue: int = 64
 ) -> Batcher:
-    return Batcher("fake:1", model.predict, executor, max_batch, delay, queue)
+    return Batcher("fake:1", model.run, executor, max_batch, delay, queue)
 
 
 async def test_requests_that_wait_together_run_together(executor) -> None:
@@ -99,7 +105,7 @@ async def test_an_idle_model_runs_at_once_unless_asked_to_wait(executor) -> None
 
 async def test_a_small_batch_on_an_idle_model_runs_on_the_event_loop_thread(executor) -> None:
     model = FakeModel()
-    b = Batcher("fake:1", model.predict, executor, 8, 0.0, 64, inline_max_inputs=1)
+    b = Batcher("fake:1", model.run, executor, 8, 0.0, 64, inline_max_inputs=1)
     loop_thread = threading.get_ident()
     await b.submit([Text("one")], 0)
     await b.submit([Text("two"), Text("inputs")], 0)
@@ -111,7 +117,7 @@ async def test_a_small_batch_on_an_idle_model_runs_on_the_event_loop_thread(exec
     # stays free to take in more.
     model = FakeModel()
     model.gate.clear()
-    one_at_a_time = Batcher("fake:1", model.predict, executor, 1, 0.0, 64, inline_max_inputs=1)
+    one_at_a_time = Batcher("fake:1", model.run, executor, 1, 0.0, 64, inline_max_inputs=1)
     held = asyncio.ensure_future(one_at_a_time.submit([Text("a"), Text("b")], 0))
     await asyncio.sleep(0.05)
     queued = [asyncio.ensure_future(one_at_a_time.submit([Text(t)], 0)) for t in "cd"]

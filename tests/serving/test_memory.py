@@ -72,6 +72,7 @@ async def serving(settings: Settings, plugins: Plugins) -> AsyncIterator[Stubs]:
 
 
 async def test_a_loaded_model_reports_the_memory_it_takes(settings, plugins) -> None:
+    settings.model_control = "lazy"
     async with serving(settings, plugins) as stubs:
         before = await stubs.models.GetModel(mpb.GetModelRequest(name="tiny"))
         assert before.memory_bytes == 0
@@ -107,10 +108,24 @@ async def test_the_least_recently_used_model_is_evicted_to_fit_the_budget(
         assert await stubs.loaded() == ["b", "c"]
 
 
+async def test_start_up_loads_the_newest_models_that_fit_without_evicting(
+    settings, plugins, copies, counted_by_file_size, caplog
+) -> None:
+    settings.memory_budget_mb = 2.5 * copies / MIB  # room for two of tiny, a, b, c
+    async with serving(settings, plugins) as stubs:
+        assert await stubs.loaded() == ["b", "c"]  # published last
+        info = await stubs.server.GetServerInfo(spb.GetServerInfoRequest())
+        assert info.ready and info.model_control == "all"
+        # What did not fit loads on its first request, evicting as usual.
+        assert (await stubs.classify("tiny")).model == "tiny"
+    assert "not loaded at start-up: model 'a' version 1 needs" in caplog.text
+
+
 async def test_pinned_models_load_at_start_and_are_never_evicted(
     settings, plugins, copies, counted_by_file_size
 ) -> None:
     settings.pinned_models = ["a"]
+    settings.model_control = "pinned"
     settings.memory_budget_mb = 1.5 * copies / MIB  # room for the pinned model only
     async with serving(settings, plugins) as stubs:
         assert await stubs.loaded() == ["a"]  # before any request
@@ -145,6 +160,7 @@ async def test_a_reloaded_version_is_charged_what_its_first_load_measured(
     readings = [0, 3 * copies, 0, 0, 0, copies]
     monkeypatch.setattr(model_module, "resident_bytes", lambda: readings.pop(0))
     settings.memory_budget_mb = 3.5 * copies / MIB  # room for "a" as first measured, only
+    settings.model_control = "lazy"  # the readings above follow request order
     async with serving(settings, plugins) as stubs:
         await stubs.classify("a")  # measured 3 sizes
         models = stubs.models

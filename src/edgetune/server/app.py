@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from edgetune.server.finetuning import FineTuningServicer
 from edgetune.server.interceptors import AuthInterceptor, ErrorInterceptor
 from edgetune.server.kserve import KServeServicer, ServerState
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
+from edgetune.server.telemetry import Metrics, TelemetryInterceptor, tracer_provider_from_env
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.serving.session import physical_cores
@@ -58,20 +60,20 @@ class ModelHealth:
     """Keeps grpc.health.v1 in step with the registry.
 
     Service "<name>:<version>" is SERVING while that version is loaded, and "<name>" while
-    any version of the model is; both turn NOT_SERVING when unloaded.
+    the version `latest` points at is: both exactly when a request would be answered
+    without a load, as KServe v2 ModelReady and ModelInfo.state say.
     """
 
-    def __init__(self, servicer: health.aio.HealthServicer) -> None:
+    def __init__(self, servicer: health.aio.HealthServicer, registry: ModelRegistry) -> None:
         self.servicer = servicer
-        self.loaded: dict[str, set[int]] = {}
+        self.registry = registry
 
     async def __call__(self, version: ModelVersion, loaded: bool) -> None:
-        versions = self.loaded.setdefault(version.name, set())
-        (versions.add if loaded else versions.discard)(version.version)
         await self.servicer.set(
             f"{version.name}:{version.version}", SERVING if loaded else NOT_SERVING
         )
-        await self.servicer.set(version.name, SERVING if versions else NOT_SERVING)
+        ready = await asyncio.to_thread(self.registry.ready, version.name)
+        await self.servicer.set(version.name, SERVING if ready else NOT_SERVING)
 
 
 @dataclass
@@ -85,25 +87,54 @@ class RunningServer:
     executor: ThreadPoolExecutor
     jobs: JobManager
     state: ServerState
+    startup: asyncio.Task[None]
+    """Start-up loading (setting model_control); the server is ready once it is done."""
+    metrics_server: Any = None
+
+    async def wait_ready(self) -> None:
+        """Return once start-up loading has finished (the server then reports ready)."""
+        await asyncio.shield(self.startup)
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """Answer health NOT_SERVING, keep accepting calls for drain_delay seconds (so health
         checkers and balancers see it), let in-flight calls finish within grace, then stop
         training processes (their jobs resume on the next start)."""
         self.state.draining = True
+        self.startup.cancel()
         await self.health.enter_graceful_shutdown()
         if drain_delay:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         await self.jobs.close()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.shutdown)
+            self.metrics_server.server_close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
-    """Build every service, bind settings.host:settings.port and start serving."""
+async def start_server(
+    settings: Settings, plugins: Plugins, *, tracer_provider: Any = None, wait_ready: bool = True
+) -> RunningServer:
+    """Build every service, bind settings.host:settings.port and start serving; then load
+    the models settings.model_control asks for and report ready once they are loaded.
+
+    :param tracer_provider: an OpenTelemetry TracerProvider for traces; None reads the
+        OTEL_* environment variables (tracing stays off unless they ask for it).
+    :param wait_ready: return once start-up loading has finished; False returns at once
+        (`RunningServer.wait_ready` waits), as `serve` does so probes get answers early.
+    """
     repository = ModelRepository(settings.models_dir)
     health_servicer = health.aio.HealthServicer()
-    registry = ModelRegistry(repository, plugins, settings, (ModelHealth(health_servicer),))
+    # "" (the whole server) says NOT_SERVING until start-up loading has finished.
+    await health_servicer.set("", NOT_SERVING)
+    registry = ModelRegistry(repository, plugins, settings)
+    registry.listeners.append(ModelHealth(health_servicer, registry))
+    await asyncio.to_thread(registry.check_pinned)
+    metrics = Metrics(registry, settings.jobs_dir / "jobs.db") if settings.metrics_port else None
+    if metrics is not None:
+        registry.observer = metrics
+    if tracer_provider is None:
+        tracer_provider = tracer_provider_from_env()
     executor = ThreadPoolExecutor(
         max_workers=settings.inference_workers or physical_cores(), thread_name_prefix="infer"
     )
@@ -114,6 +145,9 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
         authenticator.configure(settings)
         # First, so a refused call never reaches a (cached, wrapped) handler.
         interceptors.insert(0, AuthInterceptor(authenticator))
+    if metrics is not None or settings.access_log != "off" or tracer_provider is not None:
+        # Outermost, so refused and failed calls are counted, logged and traced too.
+        interceptors.insert(0, TelemetryInterceptor(metrics, settings.access_log, tracer_provider))
     server = aio.server(
         interceptors=interceptors,
         options=[
@@ -122,7 +156,7 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    inference = InferenceService(registry, settings, executor)
+    inference = InferenceService(registry, settings, executor, metrics)
     state = ServerState()
     inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(inference), server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -130,7 +164,7 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
     )
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(repository, registry), server)
     server_pb2_grpc.add_ServerServicer_to_server(
-        ServerServicer(plugins, registry, settings), server
+        ServerServicer(plugins, registry, settings, state), server
     )
     datasets = DatasetStore(
         settings.datasets_dir,
@@ -160,20 +194,45 @@ async def start_server(settings: Settings, plugins: Plugins) -> RunningServer:
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise Unavailable(f"cannot listen on {address}: {exc}") from None
-    for pinned in settings.pinned_models:
-        name, _, version = pinned.partition(":")
-        await registry.load(name, version)
+    metrics_server = metrics.serve(settings) if metrics is not None else None
     await server.start()
     await jobs.start()
     for name in SERVICE_NAMES:
         await health_servicer.set(name, SERVING)
     log.info(
-        "edgetune serving on %s:%d (providers: %s)",
+        "edgetune serving on %s:%d (providers: %s); loading models (model_control=%s)",
         settings.host,
         port,
         ", ".join(registry.providers),
+        settings.model_control,
     )
-    return RunningServer(server, port, registry, health_servicer, executor, jobs, state)
+
+    async def load_models() -> None:
+        started = time.perf_counter()
+        await registry.load_at_startup(settings.model_control)
+        state.starting = False
+        if not state.draining:
+            await health_servicer.set("", SERVING)
+        log.info(
+            "ready: %d model versions loaded in %.2fs",
+            len(registry.loaded),
+            time.perf_counter() - started,
+        )
+
+    running = RunningServer(
+        server,
+        port,
+        registry,
+        health_servicer,
+        executor,
+        jobs,
+        state,
+        asyncio.create_task(load_models()),
+        metrics_server,
+    )
+    if wait_ready:
+        await running.wait_ready()
+    return running
 
 
 def server_credentials(settings: Settings) -> Any:
@@ -232,7 +291,7 @@ def _is_loopback(host: str) -> bool:
 
 async def serve(settings: Settings, plugins: Plugins) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start_server(settings, plugins)
+    running = await start_server(settings, plugins, wait_ready=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

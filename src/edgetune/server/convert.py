@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from edgetune.errors import InvalidArgument
 from edgetune.plugins.manager import BUILTIN, ENTRY_POINT, MODULE, PluginInfo
 from edgetune.serving.model import ServedModel
+from edgetune.serving.registry import ModelStatus
 from edgetune.store import ModelVersion
 from edgetune.task import Image, Input, Result, Task, Text, TextPair, TokenIds
 from edgetune.v1 import inference_pb2, models_pb2, server_pb2
@@ -74,6 +75,7 @@ def model_info(
     served: ServedModel | None,
     aliases: list[str],
     pinned: bool,
+    status: tuple[ModelStatus, str],
 ) -> models_pb2.ModelInfo:
     """ModelInfo for a version; `task` is None when no plugin serves its task."""
     manifest = version.manifest
@@ -84,7 +86,8 @@ def model_info(
         task=manifest.task,
         labels=[models_pb2.Label(index=i, name=n) for i, n in enumerate(manifest.labels)],
         input_kinds=[kind.kind for kind in task.input_kinds] if task else [],
-        state=models_pb2.MODEL_STATE_LOADED if served else models_pb2.MODEL_STATE_AVAILABLE,
+        state=_STATES[status[0]],
+        state_reason=status[1],
         base_model=manifest.base_model,
         format=manifest.format,
         size_bytes=version.model_file_bytes,
@@ -94,6 +97,14 @@ def model_info(
         memory_bytes=served.memory_bytes if served else 0,
         pinned=pinned,
     )
+
+
+_STATES = {
+    ModelStatus.AVAILABLE: models_pb2.MODEL_STATE_AVAILABLE,
+    ModelStatus.LOADING: models_pb2.MODEL_STATE_LOADING,
+    ModelStatus.LOADED: models_pb2.MODEL_STATE_LOADED,
+    ModelStatus.FAILED: models_pb2.MODEL_STATE_FAILED,
+}
 
 
 def plugin_to_pb(info: PluginInfo) -> server_pb2.Plugin:

@@ -119,7 +119,7 @@ _KINDS = (
 )
 
 
-def _rebuild(
+def rebuild_handler(
     handler: Handler,
     behavior_for: Callable[[Callable[..., Any], bool], Callable[..., Any]],
     request_deserializer: Any,
@@ -140,7 +140,7 @@ def _rebuild(
 def _wrap_handler(handler: Handler) -> Handler:
     parse = _parser(handler.request_deserializer)
     # Requests reach the wrapper as bytes and are parsed there (see `_parser`).
-    return _rebuild(
+    return rebuild_handler(
         handler, lambda behavior, stream_request: _wrap(behavior, parse, stream_request), None
     )
 
@@ -187,7 +187,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         # A stream stays open for as long as the client likes: each message it sends is
         # checked again, so a revoked token stops working on open streams at once (the
         # check is a stat of the token file and a hash comparison).
-        return _rebuild(
+        return rebuild_handler(
             handler,
             lambda behavior, stream_request: _rechecked(behavior, check),
             handler.request_deserializer,
@@ -230,4 +230,4 @@ def _refusal(handler: Handler, exc: Exception) -> Handler:
     def behavior_for(behavior: Callable[..., Any], stream_request: bool) -> Callable[..., Any]:
         return refuse_stream if inspect.isasyncgenfunction(behavior) else refuse
 
-    return _rebuild(handler, behavior_for, handler.request_deserializer)
+    return rebuild_handler(handler, behavior_for, handler.request_deserializer)

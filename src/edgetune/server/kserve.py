@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 import edgetune
-from edgetune.errors import InvalidArgument, NotFound, quoted
+from edgetune.errors import InvalidArgument, quoted
 from edgetune.kserve import grpc_predict_v2_pb2 as pb
 from edgetune.kserve import grpc_predict_v2_pb2_grpc
 from edgetune.server.convert import check_count
@@ -31,9 +31,16 @@ Tensor = pb.ModelMetadataResponse.TensorMetadata
 
 @dataclass(slots=True)
 class ServerState:
-    """What ServerReady reports; the server flips `draining` when it starts shutting down."""
+    """What ServerReady reports: ready once start-up loading is done (`starting` false)
+    and until shutdown begins (`draining`)."""
 
+    starting: bool = True
     draining: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the server reports ready."""
+        return not self.starting and not self.draining
 
 
 class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
@@ -60,18 +67,15 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
-        """Ready unless draining."""
-        return pb.ServerReadyResponse(ready=not self.state.draining)
+        """Ready once start-up loading has finished, until shutdown begins."""
+        return pb.ServerReadyResponse(ready=self.state.ready)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
-        """Loaded and warmed up; false for an unknown model."""
-        try:
-            version = self.repository.resolve(request.name, request.version)
-        except (NotFound, InvalidArgument):
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=version.key in self.registry.loaded)
+        """Loaded and warmed up (a request is answered without a load); false for an
+        unknown model."""
+        return pb.ModelReadyResponse(ready=self.registry.ready(request.name, request.version))
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context

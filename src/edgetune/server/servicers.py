@@ -13,6 +13,7 @@ import edgetune
 from edgetune.errors import EdgetuneError, InvalidArgument, quoted, status_of
 from edgetune.plugins.manager import Plugins
 from edgetune.server import convert
+from edgetune.server.kserve import ServerState
 from edgetune.serving.memory import resident_bytes
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
@@ -87,6 +88,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             self.registry.loaded.get(version.key),
             [alias for alias, number in aliases.items() if number == version.version],
             self.registry.pinned(version),
+            self.registry.status(version),
         )
 
     async def ListModels(
@@ -111,7 +113,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
     ) -> models_pb2.ModelInfo:
         """One version."""
         _require_name(request.name)
-        return self._info(self.repository.resolve(request.name, request.version))
+        return self._info(self.registry.routed(request.name, request.version))
 
     async def LoadModel(
         self, request: models_pb2.LoadModelRequest, context: Context
@@ -146,10 +148,13 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
 class ServerServicer(server_pb2_grpc.ServerServicer):
     """edgetune.v1.Server."""
 
-    def __init__(self, plugins: Plugins, registry: ModelRegistry, settings: Settings) -> None:
+    def __init__(
+        self, plugins: Plugins, registry: ModelRegistry, settings: Settings, state: ServerState
+    ) -> None:
         self.plugins = plugins
         self.registry = registry
         self.settings = settings
+        self.state = state
 
     async def GetServerInfo(
         self, request: server_pb2.GetServerInfoRequest, context: Context
@@ -174,6 +179,8 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
                 models_bytes=self.registry.models_bytes,
                 budget_bytes=self.registry.budget_bytes,
             ),
+            ready=self.state.ready,
+            model_control=self.settings.model_control,
         )
 
 

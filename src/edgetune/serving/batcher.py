@@ -17,23 +17,27 @@ future is cancelled) is dropped when the queue is drained and never reaches the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from edgetune.errors import EdgetuneError, ResourceExhausted
+from edgetune.serving.observe import CURRENT_CALL, Timing
 from edgetune.task import Input, Result
 
-Predict = Callable[[Sequence[Input], int], list[Result]]
+Run = Callable[[Sequence[Input], int], tuple[list[Result], Timing]]
+"""A model's batch call: results and how long it took (ServedModel.run)."""
 
 
 @dataclass(slots=True)
 class _Pending:
     inputs: Sequence[Input]
     top_k: int
-    future: asyncio.Future[list[Result]] = field(
+    future: asyncio.Future[tuple[list[Result], Timing]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    enqueued_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(slots=True)
@@ -54,15 +58,17 @@ class Batcher:
     def __init__(
         self,
         name: str,
-        predict: Predict,
+        run: Run,
         executor: Executor,
         max_batch: int,
         max_delay_s: float,
         max_queue: int,
         inline_max_inputs: int = 0,
+        on_run: Callable[[Timing], None] | None = None,
     ) -> None:
         self.name = name
-        self.predict = predict
+        self.run = run
+        self.on_run = on_run
         self.executor = executor
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
@@ -72,7 +78,8 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, inputs: Sequence[Input], top_k: int) -> list[Result]:
-        """Results for inputs, computed in a batch with whatever else is waiting."""
+        """Results for inputs, computed in a batch with whatever else is waiting (its time
+        goes into the call's record, when there is one)."""
         pending = _Pending(inputs, top_k)
         try:
             self._queue.put_nowait(pending)
@@ -83,7 +90,11 @@ class Batcher:
             ) from None
         if self._worker is None:
             self._worker = asyncio.create_task(self._drain())
-        return await pending.future
+        results, timing = await pending.future
+        record = CURRENT_CALL.get()
+        if record is not None:
+            record.ran(len(inputs), pending.enqueued_ns, timing)
+        return results
 
     @property
     def waiting(self) -> int:
@@ -151,9 +162,9 @@ class Batcher:
         try:
             if len(inputs) <= self.inline_max_inputs and self._queue.empty():
                 self.stats.inline_runs += 1
-                results = self.predict(inputs, 0)
+                results, timing = self.run(inputs, 0)
             else:
-                results = await loop.run_in_executor(self.executor, self.predict, inputs, 0)
+                results, timing = await loop.run_in_executor(self.executor, self.run, inputs, 0)
         except EdgetuneError as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -167,12 +178,14 @@ class Batcher:
             for pending in batch:
                 _fail(pending, exc)
             return
+        if self.on_run is not None:
+            self.on_run(timing)
         start = 0
         for pending in batch:
             mine = results[start : start + len(pending.inputs)]
             start += len(pending.inputs)
             if not pending.future.done():
-                pending.future.set_result([_top(r, pending.top_k) for r in mine])
+                pending.future.set_result(([_top(r, pending.top_k) for r in mine], timing))
 
 
 def _fail(pending: _Pending, exc: BaseException) -> None:

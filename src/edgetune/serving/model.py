@@ -12,6 +12,7 @@ import onnxruntime as ort
 from edgetune.errors import ModelLoadError
 from edgetune.serving.batcher import Batcher
 from edgetune.serving.memory import resident_bytes
+from edgetune.serving.observe import Timing
 from edgetune.store import ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Input, ModelFiles, Result, Task, TaskRuntime
@@ -94,6 +95,13 @@ class ServedModel:
 
     def predict(self, inputs: Sequence[Input], top_k: int) -> list[Result]:
         """Encode, run and decode one batch (blocking; ONNX Runtime releases the GIL)."""
+        return self.run(inputs, top_k)[0]
+
+    def run(self, inputs: Sequence[Input], top_k: int) -> tuple[list[Result], Timing]:
+        """`predict`, and how long encoding and inference took."""
+        started = time.time_ns()
         encoded = self.runtime.encode(inputs)
+        encoded_at = time.time_ns()
         outputs = self.session.run(None, encoded.feeds)
-        return self.runtime.decode(outputs, encoded, top_k)
+        results = self.runtime.decode(outputs, encoded, top_k)
+        return results, Timing(started, encoded_at, time.time_ns(), len(inputs))

@@ -6,6 +6,11 @@ spec in the repository and loads the version (lazily, once, even under concurren
 the route moves only after the new version is loaded and warmed, and requests already running
 on the old version finish on it (they hold a reference).
 
+States: a version is LOADED exactly when a request for it is answered without a load,
+LOADING while a load runs, FAILED when its last load failed (a request retries), else
+AVAILABLE. `load_at_startup` loads what `model_control` asks for before the server says
+it is ready.
+
 Memory: each loaded version is counted as the resident memory its load added. Under a
 budget (`memory_budget_mb`), loading one more version first evicts the least recently used
 versions that are not pinned (`pinned_models`); an evicted version loads again on its next
@@ -15,14 +20,23 @@ request. Loads run one at a time, so each one's measurement is its own.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from edgetune.errors import FailedPrecondition, ModelLoadError, NotFound, ResourceExhausted
+from edgetune.errors import (
+    EdgetuneError,
+    FailedPrecondition,
+    InvalidArgument,
+    ModelLoadError,
+    NotFound,
+    ResourceExhausted,
+)
 from edgetune.plugins.manager import Plugins
 from edgetune.serving.memory import release_free_memory
 from edgetune.serving.model import ServedModel
+from edgetune.serving.observe import Observer
 from edgetune.serving.session import choose_providers, session_options
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
@@ -34,7 +48,17 @@ log = logging.getLogger(__name__)
 Key = tuple[str, int]
 MIB = 2**20
 Listener = Callable[[ModelVersion, bool], Awaitable[None]]
-"""Called with (version, loaded) after a version is loaded (True) or unloaded (False)."""
+"""Called with (version, loaded) after a version is loaded (True) or unloaded (False), and
+with (version, True) after an alias of its model moved to it."""
+
+
+class ModelStatus(enum.StrEnum):
+    """Where a version stands in this process (ModelInfo.state)."""
+
+    AVAILABLE = "available"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
 
 
 class ModelRegistry:
@@ -46,6 +70,7 @@ class ModelRegistry:
         plugins: Plugins,
         settings: Settings,
         listeners: tuple[Listener, ...] = (),
+        observer: Observer | None = None,
     ) -> None:
         self.repository = repository
         self.plugins = plugins
@@ -56,7 +81,10 @@ class ModelRegistry:
         self._charges: dict[Key, int] = {}  # the most each version was measured at
         self._routes: dict[tuple[str, str], ServedModel] = {}
         self._load_lock = asyncio.Lock()
-        self._listeners = listeners
+        self.listeners = list(listeners)
+        self.observer = observer or Observer()
+        self._loading: set[Key] = set()
+        self._failed: dict[Key, str] = {}
         self.budget_bytes = int(settings.memory_budget_mb * MIB)
         self._pinned = set(settings.pinned_models)
 
@@ -73,6 +101,74 @@ class ModelRegistry:
     def pinned(self, version: ModelVersion) -> bool:
         """Whether the settings pin this version (by name, or by name:version)."""
         return version.name in self._pinned or f"{version.name}:{version.version}" in self._pinned
+
+    def status(self, version: ModelVersion) -> tuple[ModelStatus, str]:
+        """The version's state, and why its last load failed when it did."""
+        if version.key in self._loaded:
+            return ModelStatus.LOADED, ""
+        if version.key in self._loading:
+            return ModelStatus.LOADING, ""
+        if version.key in self._failed:
+            return ModelStatus.FAILED, self._failed[version.key]
+        return ModelStatus.AVAILABLE, ""
+
+    def routed(self, name: str, spec: str = "") -> ModelVersion:
+        """The version a request for (name, spec) runs on now: the loaded one it is routed
+        to, else the one the repository resolves (an alias moved on disk, as an import or
+        an unpromoted job does, takes effect at the next load or promotion)."""
+        served = self._routes.get((name, spec or LATEST))
+        if served is not None:
+            return served.version
+        return self.repository.resolve(name, spec)
+
+    def ready(self, name: str, spec: str = "") -> bool:
+        """Whether a request for (name, spec) would be answered without a load; false for
+        a model or version that does not exist."""
+        try:
+            version = self.routed(name, spec)
+        except (NotFound, InvalidArgument):
+            return False
+        return version.key in self._loaded
+
+    async def load_at_startup(self, model_control: str) -> None:
+        """Load the pinned models, and with model_control "all" the `latest` version of
+        every model (most recently published first) that fits the memory budget without
+        evicting one loaded before it. A version that cannot load is logged and left
+        FAILED; one that does not fit stays AVAILABLE (it loads on its first request)."""
+        wanted: list[tuple[str, str]] = []
+        for pinned in sorted(self._pinned):
+            name, _, spec = pinned.partition(":")
+            wanted.append((name, spec))
+        if model_control == "all":
+            latest = []
+            for name in await asyncio.to_thread(self.repository.model_names):
+                try:
+                    latest.append(await asyncio.to_thread(self.repository.resolve, name))
+                except EdgetuneError as exc:
+                    log.error("model %r cannot be loaded at start-up: %s", name, exc.message)
+            latest.sort(key=_published, reverse=True)
+            wanted += [(version.name, str(version.version)) for version in latest]
+        for name, spec in wanted:
+            try:
+                version = await asyncio.to_thread(self.repository.resolve, name, spec)
+                if version.key in self._loaded:
+                    continue
+                served = await self._ensure_loaded(version, evict=False)
+                self._routes.setdefault((name, spec or LATEST), served)
+            except ResourceExhausted as exc:
+                log.warning("not loaded at start-up: %s", exc.message)
+            except EdgetuneError as exc:
+                log.error("model %s:%s failed to load at start-up: %s", name, spec, exc.message)
+
+    def check_pinned(self) -> None:
+        """Resolve every pinned model, so a name or version that does not exist stops the
+        start instead of leaving the server without it.
+
+        :raises NotFound: naming the pinned model or version.
+        """
+        for pinned in sorted(self._pinned):
+            name, _, spec = pinned.partition(":")
+            self.repository.resolve(name, spec)
 
     async def get(self, name: str, spec: str = "") -> ServedModel:
         """The model a request for (name, spec) runs on, loading it on first use."""
@@ -108,6 +204,7 @@ class ModelRegistry:
         await asyncio.to_thread(self.repository.set_alias, name, alias, version)
         previous = self._routes.get((name, alias))
         self._routes[(name, alias)] = served
+        await self._notify(served.version, loaded=True)  # the alias moved: readiness may change
         if previous is not None and previous is not served:
             still_routed = any(s is previous for s in self._routes.values())
             if not still_routed and previous.version.key in self._loaded:
@@ -120,29 +217,45 @@ class ModelRegistry:
         self._routes[route] = served
         return served
 
-    async def _ensure_loaded(self, version: ModelVersion) -> ServedModel:
+    async def _ensure_loaded(self, version: ModelVersion, evict: bool = True) -> ServedModel:
         # Shielded: a caller that gives up (deadline, cancel) does not throw away a load that
         # is half done; the next request for the model finds it loaded.
-        return await asyncio.shield(self._load(version))
+        return await asyncio.shield(self._load(version, evict))
 
-    async def _load(self, version: ModelVersion) -> ServedModel:
+    async def _load(self, version: ModelVersion, evict: bool) -> ServedModel:
         async with self._load_lock:
             served = self._loaded.get(version.key)
             if served is not None:
                 return served
-            task = self._task_of(version)
+            try:
+                task = self._task_of(version)
+            except ModelLoadError as exc:
+                self._failed[version.key] = exc.message
+                raise
             charged = self._charges.get(version.key, 0)
-            await self._make_room(version, max(version.model_file_bytes, charged))
-            served = await asyncio.to_thread(
-                ServedModel.load,
-                version,
-                task,
-                self._options,
-                self.providers,
-                verify=self.settings.verify_checksums,
-                warmup=self.settings.warmup,
-                limits={"max_image_pixels": self.settings.max_image_pixels},
-            )
+            await self._make_room(version, max(version.model_file_bytes, charged), evict)
+            self._loading.add(version.key)
+            started = time.perf_counter()
+            try:
+                served = await asyncio.to_thread(
+                    ServedModel.load,
+                    version,
+                    task,
+                    self._options,
+                    self.providers,
+                    verify=self.settings.verify_checksums,
+                    warmup=self.settings.warmup,
+                    limits={"max_image_pixels": self.settings.max_image_pixels},
+                )
+            except Exception as exc:
+                reason = exc.message if isinstance(exc, EdgetuneError) else repr(exc)[:500]
+                self._failed[version.key] = reason
+                self.observer.model_loaded(version, time.perf_counter() - started, reason)
+                raise
+            finally:
+                self._loading.discard(version.key)
+            self._failed.pop(version.key, None)
+            self.observer.model_loaded(version, served.load_seconds)
             # A reload measures less when it reuses memory an eviction freed: the version is
             # charged the most it was ever measured at, so the budget means what it says.
             served.memory_bytes = max(served.memory_bytes, charged)
@@ -151,15 +264,15 @@ class ModelRegistry:
             await self._notify(version, loaded=True)
             try:
                 # The estimate was the file size; the measured footprint may be larger.
-                await self._make_room(version, 0)
+                await self._make_room(version, 0, evict)
             except ResourceExhausted:
                 await self._drop(served)
                 raise
             return served
 
-    async def _make_room(self, version: ModelVersion, incoming: int) -> None:
-        """Evict least recently used, unpinned versions other than `version` until the
-        loaded versions plus `incoming` bytes fit the budget.
+    async def _make_room(self, version: ModelVersion, incoming: int, evict: bool = True) -> None:
+        """Evict least recently used, unpinned versions other than `version` (none unless
+        `evict`) until the loaded versions plus `incoming` bytes fit the budget.
 
         :raises ResourceExhausted: when evicting everything evictable is not enough.
         """
@@ -169,7 +282,7 @@ class ModelRegistry:
             (
                 served
                 for served in self._loaded.values()
-                if served.version.key != version.key and not self.pinned(served.version)
+                if evict and served.version.key != version.key and not self.pinned(served.version)
             ),
             key=lambda served: served.last_used,
         )
@@ -193,7 +306,8 @@ class ModelRegistry:
             raise ResourceExhausted(
                 f"model {version.name!r} version {version.version} needs "
                 f"{needed / MIB:.1f} MiB but the memory budget is "
-                f"{self.budget_bytes / MIB:.0f} MiB (memory_budget_mb) and pinned models hold "
+                f"{self.budget_bytes / MIB:.0f} MiB (memory_budget_mb) and "
+                f"{'pinned models' if evict else 'the models loaded before it'} hold "
                 f"{others / MIB:.1f} MiB"
             )
 
@@ -215,5 +329,10 @@ class ModelRegistry:
             ) from None
 
     async def _notify(self, version: ModelVersion, *, loaded: bool) -> None:
-        for listener in self._listeners:
+        for listener in self.listeners:
             await listener(version, loaded)
+
+
+def _published(version: ModelVersion) -> tuple[str, int]:
+    """When a version was published: its manifest's time, then its folder's (finer)."""
+    return version.manifest.created, version.path.stat().st_mtime_ns

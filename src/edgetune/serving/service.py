@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from edgetune.errors import InvalidArgument
 from edgetune.serving.batcher import Batcher
 from edgetune.serving.model import ServedModel
+from edgetune.serving.observe import CURRENT_CALL, Observer, Timing
 from edgetune.serving.registry import ModelRegistry
 from edgetune.settings import Settings
 from edgetune.store import ModelVersion
@@ -28,10 +30,17 @@ class InferenceService:
     """Classify batches of inputs on the models of a registry; concurrent requests for one
     model share ONNX Runtime calls through its Batcher."""
 
-    def __init__(self, registry: ModelRegistry, settings: Settings, executor: Executor) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        executor: Executor,
+        observer: Observer | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.executor = executor
+        self.observer = observer
 
     async def classify(
         self, model: str, version: str, inputs: Sequence[Input], top_k: int = 0
@@ -45,6 +54,9 @@ class InferenceService:
             raise InvalidArgument("model is required")
         self._check_inputs(inputs)
         served = await self.registry.get(model, version)
+        record = CURRENT_CALL.get()
+        if record is not None:
+            record.model, record.version = served.version.name, str(served.version.version)
         accepted = served.task.input_kinds
         for index, item in enumerate(inputs):
             if not isinstance(item, accepted):
@@ -55,21 +67,33 @@ class InferenceService:
                 )
         if len(inputs) >= self.settings.batch_max_size:
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self.executor, served.predict, inputs, top_k)
+            enqueued = time.time_ns()
+            results, timing = await loop.run_in_executor(self.executor, served.run, inputs, top_k)
+            if self.observer is not None:
+                self.observer.batch_ran(served.version, timing)
+            if record is not None:
+                record.ran(len(inputs), enqueued, timing)
         else:
             results = await self._batcher(served).submit(inputs, top_k)
         return Classification(served.version, results)
 
     def _batcher(self, served: ServedModel) -> Batcher:
         if served.batcher is None:
+            observer, version = self.observer, served.version
+
+            def on_run(timing: Timing) -> None:
+                if observer is not None:
+                    observer.batch_ran(version, timing)
+
             served.batcher = Batcher(
                 f"{served.version.name}:{served.version.version}",
-                served.predict,
+                served.run,
                 self.executor,
                 max_batch=self.settings.batch_max_size,
                 max_delay_s=self.settings.batch_max_delay_ms / 1000,
                 max_queue=self.settings.max_queue_size,
                 inline_max_inputs=self.settings.inline_max_inputs,
+                on_run=on_run if observer is not None else None,
             )
         return served.batcher
 

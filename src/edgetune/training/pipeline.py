@@ -60,7 +60,7 @@ class StoreReporter(Reporter):
         self.store.update(
             self.job_id,
             f"epoch {epoch} validation: {summary}{note}",
-            {"metrics": metrics},
+            {"metrics": metrics, "epoch": epoch},
             **fields,
         )
 

@@ -141,6 +141,12 @@ class TrialReporter(Reporter):
 
     def evaluated(self, epoch: int, metrics: dict[str, float], best: bool) -> None:
         self.epochs_run = epoch
+        self.store.update(
+            self.job_id,
+            f"trial {self.number}/{self.trials} epoch {epoch} validation: "
+            f"{self.metric} {metrics[self.metric]:.4f}",
+            {"epoch": epoch},
+        )
         self.trial.report(metrics[self.metric], epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(

@@ -12,9 +12,13 @@ class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_STATE_UNSPECIFIED: _ClassVar[ModelState]
     MODEL_STATE_AVAILABLE: _ClassVar[ModelState]
     MODEL_STATE_LOADED: _ClassVar[ModelState]
+    MODEL_STATE_LOADING: _ClassVar[ModelState]
+    MODEL_STATE_FAILED: _ClassVar[ModelState]
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_AVAILABLE: ModelState
 MODEL_STATE_LOADED: ModelState
+MODEL_STATE_LOADING: ModelState
+MODEL_STATE_FAILED: ModelState
 
 class Label(_message.Message):
     __slots__ = ("index", "name")
@@ -25,7 +29,7 @@ class Label(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "aliases", "task", "labels", "input_kinds", "state", "base_model", "format", "size_bytes", "created", "metrics", "providers", "memory_bytes", "pinned")
+    __slots__ = ("name", "version", "aliases", "task", "labels", "input_kinds", "state", "base_model", "format", "size_bytes", "created", "metrics", "providers", "memory_bytes", "pinned", "state_reason")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +52,7 @@ class ModelInfo(_message.Message):
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
@@ -63,7 +68,8 @@ class ModelInfo(_message.Message):
     providers: _containers.RepeatedScalarFieldContainer[str]
     memory_bytes: int
     pinned: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., input_kinds: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., base_model: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., providers: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ...) -> None: ...
+    state_reason: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., input_kinds: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., base_model: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., providers: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., pinned: _Optional[bool] = ..., state_reason: _Optional[str] = ...) -> None: ...
 
 class ModelSummary(_message.Message):
     __slots__ = ("name", "versions")
