@@ -32,6 +32,9 @@ def _settings(args: argparse.Namespace) -> Settings:
             "tls_key_file",
             "tls_client_ca_file",
             "auth",
+            "metrics_port",
+            "model_control",
+            "access_log",
         )
         if (value := getattr(args, key, None)) is not None
     }
@@ -288,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="allow plaintext on a non-loopback address"
     )
     serve.add_argument("--auth", help='authenticator, e.g. "token" (default: none)')
+    serve.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="Prometheus /metrics port on the same host (default 0: off)",
+    )
+    serve.add_argument(
+        "--model-control",
+        dest="model_control",
+        choices=["all", "pinned", "lazy"],
+        help="models loaded before the server reports ready (default all)",
+    )
+    serve.add_argument(
+        "--access-log",
+        dest="access_log",
+        choices=["off", "text", "json"],
+        help="one log line per request (default off)",
+    )
 
     tokens = command("tokens", cmd_tokens, home=True)
     tokens.add_argument("action", choices=["create", "list", "revoke"])

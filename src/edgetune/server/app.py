@@ -23,12 +23,13 @@ from edgetune.server.finetuning import FineTuningServicer
 from edgetune.server.interceptors import AuthInterceptor, ErrorInterceptor
 from edgetune.server.kserve import KServeServicer, ServerState
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
-from edgetune.server.telemetry import Metrics, TelemetryInterceptor, tracer_provider_from_env
+from edgetune.server.telemetry import Metrics, TelemetryInterceptor
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.serving.session import physical_cores
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
+from edgetune.tracing import tracer_provider_from_env
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.jobs import JobManager
 from edgetune.training.store import JobStore
@@ -90,6 +91,13 @@ class RunningServer:
     startup: asyncio.Task[None]
     """Start-up loading (setting model_control); the server is ready once it is done."""
     metrics_server: Any = None
+    tracer_provider: Any = None
+    """The OpenTelemetry provider the server made from OTEL_* (flushed at stop)."""
+
+    @property
+    def metrics_port(self) -> int:
+        """Port of the Prometheus endpoint; 0 when metrics are off."""
+        return int(self.metrics_server.server_port) if self.metrics_server is not None else 0
 
     async def wait_ready(self) -> None:
         """Return once start-up loading has finished (the server then reports ready)."""
@@ -109,6 +117,8 @@ class RunningServer:
         if self.metrics_server is not None:
             await asyncio.to_thread(self.metrics_server.shutdown)
             self.metrics_server.server_close()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # exports what is left
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -133,8 +143,9 @@ async def start_server(
     metrics = Metrics(registry, settings.jobs_dir / "jobs.db") if settings.metrics_port else None
     if metrics is not None:
         registry.observer = metrics
+    own_provider = None
     if tracer_provider is None:
-        tracer_provider = tracer_provider_from_env()
+        tracer_provider = own_provider = tracer_provider_from_env()
     executor = ThreadPoolExecutor(
         max_workers=settings.inference_workers or physical_cores(), thread_name_prefix="infer"
     )
@@ -229,6 +240,7 @@ async def start_server(
         state,
         asyncio.create_task(load_models()),
         metrics_server,
+        own_provider,
     )
     if wait_ready:
         await running.wait_ready()

@@ -15,7 +15,6 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -249,39 +248,6 @@ class _StateCollector:
             "Training throughput of the running jobs together",
             float(speed),
         )
-
-
-def tracer_provider_from_env() -> Any:
-    """An OpenTelemetry TracerProvider configured by the standard OTEL_* variables, or None
-    when tracing is off: it is on when OTEL_TRACES_EXPORTER names an exporter other than
-    "none" or an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), and OTEL_SDK_DISABLED is not "true"."""
-    env = os.environ
-    exporter_names = [
-        name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()
-    ]
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    )
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or exporter_names == ["none"]:
-        return None
-    if not exporter_names and not endpoint:
-        return None
-    from importlib.metadata import entry_points
-
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or "edgetune"})
-    )
-    for name in exporter_names or ["otlp"]:
-        found = entry_points(group="opentelemetry_traces_exporter", name=name)
-        if not found:
-            raise ValueError(f"OTEL_TRACES_EXPORTER: no span exporter named {name!r}")
-        provider.add_span_processor(BatchSpanProcessor(next(iter(found)).load()()))
-    return provider
 
 
 class TelemetryInterceptor(aio.ServerInterceptor):

@@ -21,6 +21,7 @@ from edgetune.settings import Settings
 from edgetune.store import ModelRepository
 from edgetune.store.manifest import utc_now
 from edgetune.store.repository import check_name
+from edgetune.tracing import TRACEPARENT, traceparent
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.results import find_published, result_of
@@ -63,6 +64,7 @@ class JobManager:
         self._background: set[asyncio.Task[None]] = set()
         self._kick_lock = asyncio.Lock()
         self._closing = False
+        self._traceparents: dict[str, str] = {}  # job -> span of the call that created it
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -139,6 +141,8 @@ class JobManager:
         )
         if not created:
             return job
+        if parent := traceparent():
+            self._traceparents[job.id] = parent
         try:
             await asyncio.to_thread(resolve_base, spec, self.repository)
             train, validation, labels = await asyncio.to_thread(
@@ -235,6 +239,11 @@ class JobManager:
     async def _start(self, job: Job) -> None:
         workdir = self.settings.jobs_dir / job.id
         workdir.mkdir(parents=True, exist_ok=True)
+        env = settings_env(self.settings)
+        # The training process's spans join the trace of the call that created the job.
+        env.pop(TRACEPARENT, None)
+        if parent := self._traceparents.pop(job.id, ""):
+            env[TRACEPARENT] = parent
         with (workdir / "worker.log").open("ab") as log_file:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -242,7 +251,7 @@ class JobManager:
                 "edgetune.training.worker",
                 "--job",
                 job.id,
-                env=settings_env(self.settings),
+                env=env,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,

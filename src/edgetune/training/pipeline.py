@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 from edgetune.errors import FailedPrecondition, ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.onnx import export_onnx
@@ -31,6 +33,8 @@ from edgetune.training.search import Search, checkpoint_of, data_max_length, pro
 from edgetune.training.spec import Hyperparameters, JobSpec, JobState
 from edgetune.training.store import Checkpoint, Job, JobStore
 
+tracer = trace.get_tracer("edgetune.training")
+"""Spans of a job's phases (no-ops unless the process set a tracer provider)."""
 log = logging.getLogger(__name__)
 
 FP32_FILE = "model.fp32.onnx"
@@ -145,17 +149,20 @@ def train_and_publish(
     publish. Training resumes from the last checkpoint, a search from its finished trials."""
     spec, hp = job.spec, job.spec.hyperparameters
     task = plugins.task(spec.task)
-    train_rows, val_rows, labels = load_data(spec, task, datasets)
-    base = resolve_base(spec, repository)
-    preprocessor = task.load_preprocessor(base)
-    baseline = job_baseline(task, store, job.id, train_rows, val_rows, labels)
+    with tracer.start_as_current_span("prepare"):
+        train_rows, val_rows, labels = load_data(spec, task, datasets)
+        base = resolve_base(spec, repository)
+        preprocessor = task.load_preprocessor(base)
+    with tracer.start_as_current_span("baseline"):
+        baseline = job_baseline(task, store, job.id, train_rows, val_rows, labels)
     search = spec.search if spec.search.enabled and spec.search.ranges() else None
-    if search is not None and "max_length" not in search.fixed:
-        hp = hp.model_copy(
-            update={"max_length": data_max_length(task, settings, train_rows, preprocessor, hp)}
-        )
-    train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
-    val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
+    with tracer.start_as_current_span("features"):
+        if search is not None and "max_length" not in search.fixed:
+            hp = hp.model_copy(
+                update={"max_length": data_max_length(task, settings, train_rows, preprocessor, hp)}
+            )
+        train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
+        val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
     store.update(
         job.id,
         f"training on {len(train_rows)} examples, validating on "
@@ -165,19 +172,20 @@ def train_and_publish(
     collate = task.collate(preprocessor)
     report: dict[str, Any] = {"baseline": baseline} if baseline else {}
     if search is None:
-        outcome = run_training(
-            job,
-            task,
-            store,
-            base,
-            labels,
-            collate,
-            train_features,
-            val_features,
-            hp,
-            workdir,
-            cancelled,
-        )
+        with tracer.start_as_current_span("train"):
+            outcome = run_training(
+                job,
+                task,
+                store,
+                base,
+                labels,
+                collate,
+                train_features,
+                val_features,
+                hp,
+                workdir,
+                cancelled,
+            )
         best = outcome.best
         report["selection"] = (
             f"a single run; figures are on the {len(val_rows)} validation rows, "
@@ -185,9 +193,16 @@ def train_and_publish(
         )
         report["estimated_metrics"] = best.metrics
     else:
-        found = Search(job.id, search, hp, task, settings, store, workdir, cancelled, faults).run(
-            lambda: task.build_model(base, labels), collate, train_features, val_features, labels
-        )
+        with tracer.start_as_current_span("search"):
+            found = Search(
+                job.id, search, hp, task, settings, store, workdir, cancelled, faults
+            ).run(
+                lambda: task.build_model(base, labels),
+                collate,
+                train_features,
+                val_features,
+                labels,
+            )
         store.update(job.id, found.summary, {"metrics": found.metrics}, metrics=found.metrics)
         report["trials"] = found.trials
         report["estimated_metrics"] = found.metrics
@@ -201,19 +216,20 @@ def train_and_publish(
                 f"{found.best_epoch} epochs",
                 {},
             )
-            best = run_training(
-                job,
-                task,
-                store,
-                base,
-                labels,
-                collate,
-                train_features + val_features,
-                val_features,
-                hp,
-                workdir,
-                cancelled,
-            ).last
+            with tracer.start_as_current_span("refit"):
+                best = run_training(
+                    job,
+                    task,
+                    store,
+                    base,
+                    labels,
+                    collate,
+                    train_features + val_features,
+                    val_features,
+                    hp,
+                    workdir,
+                    cancelled,
+                ).last
             report["retrained"] = True
             report["selection"] = (
                 f"{found.summary}; retrained on all {rows} labelled rows (the validation rows "
@@ -240,7 +256,7 @@ def train_and_publish(
         raise Cancelled
     val_label_ids = [f["labels"] for f in val_features]
     try:
-        with faults.file_size_limit("publish"):
+        with faults.file_size_limit("publish"), tracer.start_as_current_span("publish"):
             return publish(
                 task,
                 spec,
@@ -325,7 +341,8 @@ def publish(
     """
     model = task.build_model(best.path, labels)
     with repository.staging() as staged:
-        export_onnx(task, model, preprocessor, staged)
+        with tracer.start_as_current_span("export"):
+            export_onnx(task, model, preprocessor, staged)
         faults.pause("export")
         manifest = Manifest(
             task=task.name,
@@ -342,11 +359,12 @@ def publish(
                 **report,
             },
         )
-        fp32 = evaluate(task, staged, MODEL_FILE, manifest, val_rows, val_label_ids)
-        manifest.task_options = task.calibrate(manifest.task_options, fp32)
-        chosen, int8, gate = choose_int8(
-            task, settings, staged, manifest, fp32, val_rows, val_label_ids
-        )
+        with tracer.start_as_current_span("quantize_and_gate"):
+            fp32 = evaluate(task, staged, MODEL_FILE, manifest, val_rows, val_label_ids)
+            manifest.task_options = task.calibrate(manifest.task_options, fp32)
+            chosen, int8, gate = choose_int8(
+                task, settings, staged, manifest, fp32, val_rows, val_label_ids
+            )
         if chosen is not None:
             (staged / MODEL_FILE).rename(staged / FP32_FILE)
             (staged / chosen).rename(staged / MODEL_FILE)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from opentelemetry import trace
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -38,6 +39,7 @@ from edgetune.training.loop import Progress, Reporter, train
 from edgetune.training.spec import SEARCH_START, Hyperparameters, Range, SearchSpec
 from edgetune.training.store import Checkpoint, JobStore
 
+tracer = trace.get_tracer("edgetune.training")
 log = logging.getLogger(__name__)
 
 BEST_DIR = "best"
@@ -315,18 +317,21 @@ class Search:
         started = time.monotonic()
         torch.manual_seed(hp.seed)  # the same fresh head in every trial: they differ by hp
         try:
-            outcome = train(
-                self.task,
-                build_model(),
-                collate,
-                train_features,
-                validation_features,
-                labels,
-                hp,
-                folder,
-                reporter,
-                self.cancelled,
-            )
+            with tracer.start_as_current_span(
+                "trial", attributes={"edgetune.trial": number, **_span_attributes(trial.params)}
+            ):
+                outcome = train(
+                    self.task,
+                    build_model(),
+                    collate,
+                    train_features,
+                    validation_features,
+                    labels,
+                    hp,
+                    folder,
+                    reporter,
+                    self.cancelled,
+                )
         except optuna.TrialPruned as exc:
             trial.set_user_attr("seconds", time.monotonic() - started)
             trial.set_user_attr("epochs_run", reporter.epochs_run)
@@ -428,3 +433,12 @@ def data_max_length(
 def checkpoint_of(outcome: SearchOutcome) -> Checkpoint:
     """The chosen trial's best checkpoint, as the publisher takes it."""
     return Checkpoint(outcome.best_epoch, 0, outcome.checkpoint, outcome.metrics)
+
+
+def _span_attributes(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters as span attributes (numbers and strings only)."""
+    return {
+        f"edgetune.hp.{name}": value
+        for name, value in params.items()
+        if isinstance(value, int | float | str)
+    }

@@ -20,16 +20,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 from edgetune.errors import EdgetuneError
-from edgetune.plugins.manager import build_plugins
+from edgetune.plugins.manager import Plugins, build_plugins
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository
+from edgetune.tracing import context_from_env, tracer_provider_from_env
 from edgetune.training import search
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.loop import Cancelled
 from edgetune.training.pipeline import run_job
 from edgetune.training.spec import JobState
-from edgetune.training.store import JobStore
+from edgetune.training.store import Job, JobStore
 
 log = logging.getLogger("edgetune.training.worker")
 PR_SET_PDEATHSIG = 1
@@ -77,6 +80,31 @@ def main(argv: list[str] | None = None) -> int:
     workdir = settings.jobs_dir / job.id
     plugins = build_plugins(settings.plugins, autoload=not settings.disable_plugin_autoload)
     datasets = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    provider = tracer_provider_from_env()
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+    span = trace.get_tracer("edgetune.training").start_span(
+        "edgetune.job",
+        context=context_from_env(),
+        attributes={"edgetune.job_id": job.id, "edgetune.task": job.spec.task},
+    )
+    try:
+        with trace.use_span(span, end_on_exit=True):
+            return _run(job, settings, store, plugins, datasets, workdir, cancel)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans before the process exits
+
+
+def _run(
+    job: Job,
+    settings: Settings,
+    store: JobStore,
+    plugins: Plugins,
+    datasets: DatasetStore,
+    workdir: Path,
+    cancel: CancelFlag,
+) -> int:
     try:
         run_job(
             job,
