@@ -19,10 +19,14 @@ if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
   (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# golang-github-golang-protobuf-1-5-dev: gRPC-Go's codec must know protobuf-go's messages
+# (the 1.3 package Debian installs by default does not).
+go_packages="golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev"
 if ! command -v grpc_cpp_plugin >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null \
-  || ! command -v prometheus >/dev/null; then
+  || ! command -v prometheus >/dev/null || ! command -v protoc-gen-go-grpc >/dev/null \
+  || ! dpkg -s golang-github-golang-protobuf-1-5-dev >/dev/null 2>&1; then
   packages="g++ pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc"
-  packages="$packages prometheus"
+  packages="$packages prometheus $go_packages"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
@@ -33,4 +37,7 @@ if ! command -v grpc_cpp_plugin >/dev/null || ! pkg-config --exists grpc++ 2>/de
 fi
 if [ ! -x examples/cpp/build/classify ] || [ examples/cpp/classify.cc -nt examples/cpp/build/classify ]; then
   examples/cpp/build.sh
+fi
+if [ ! -x examples/go/build/classify ] || [ examples/go/classify/main.go -nt examples/go/build/classify ]; then
+  examples/go/build.sh
 fi

@@ -45,3 +45,20 @@ def test_every_task_method_is_named_in_the_plugin_guide() -> None:
     methods = [name for name in vars(Task) if not name.startswith("_")]
     missing = [name for name in methods if f"`{name}" not in guide]
     assert not missing, f"docs/plugins.md lacks {missing}"
+
+
+def test_the_architecture_guide_names_every_module() -> None:
+    guide = (ROOT / "docs" / "architecture.md").read_text()
+    modules = [
+        str(path.relative_to(ROOT / "src" / "edgetune"))
+        for path in sorted((ROOT / "src" / "edgetune").rglob("*.py"))
+        if path.name != "__init__.py" and "_pb2" not in path.name
+    ]
+    missing = [module for module in modules if module not in guide]
+    assert not missing, f"docs/architecture.md lacks {missing}"
+
+
+def test_the_docs_stand_alone() -> None:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        assert "../shared" not in text and "DESIGN.md" not in text, path

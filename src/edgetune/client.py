@@ -129,11 +129,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def background_server(home: Path, timeout: float = 120.0) -> Iterator[str]:
+def background_server(
+    home: Path, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`edgetune serve` for home on a free loopback port, in a child process (entry-point
-    plugins off, warnings only). Yields its address once healthy; SIGTERM on exit."""
+    plugins off, warnings only, `env` on top of this process's variables). Yields its
+    address once healthy (ready); SIGTERM on exit."""
     port = free_port()
-    env = {**os.environ, "EDGETUNE_HOME": str(home), "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env = {
+        **os.environ,
+        "EDGETUNE_HOME": str(home),
+        "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
+        **(env or {}),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "edgetune", "serve", "--port", str(port), "--log-level", "WARNING"],
         env=env,

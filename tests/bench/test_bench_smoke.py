@@ -47,6 +47,30 @@ def test_serving_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     assert "edgetune/raw p50" in result.stdout
 
 
+def test_operating_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
+    out = tmp_path / "operating.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "operating.py"),
+            "--smoke",
+            "--base",
+            str(tiny_bert),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures["overhead"]["medians"]) == {"plain", "metrics+log"}
+    assert figures["overhead"]["request_log_lines"] > 0  # the log was on and written
+    assert set(figures["launch_to_ready_s"]) == {"all", "lazy"}
+    assert "metrics+log / plain" in result.stdout
+
+
 def test_k6_load_test_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     """k6 drives the server for a few seconds; every request must be answered OK."""
     out = tmp_path / "load.json"
