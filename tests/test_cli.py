@@ -54,7 +54,7 @@ def served(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         proc.wait()
 
 
-def test_import_serve_predict_and_models(env, served, tiny_bert) -> None:
+def test_import_serve_predict_and_models(env, served, tiny_bert, tmp_path) -> None:
     address, _ = served
     imported = run(
         "import-model",
@@ -107,6 +107,32 @@ def test_import_serve_predict_and_models(env, served, tiny_bert) -> None:
     missing = run("predict", "--address", address, "--model", "nope", "x", env=env)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: NOT_FOUND: model 'nope' not found"
+
+    # Any number of lines: 1,000 through stdin, one too long for the server (the limit is
+    # 32,768 bytes): every other line is answered, in order, and the bad one is named.
+    texts = [f"{'good fun' if i % 2 else 'bad plot'} {i}" for i in range(1, 1001)]
+    texts[499] = "x" * 40_000
+    many = run(
+        "predict", "--address", address, "--model", "reviews", "--json", "-",
+        env=env, stdin="\n".join(texts) + "\n",
+    )  # fmt: skip
+    assert many.returncode == 1
+    rows = [json.loads(line) for line in many.stdout.splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, 1001))
+    assert [r.get("text") for r in rows[:499]] == texts[:499]
+    assert rows[499]["error"]["code"] == "INVALID_ARGUMENT"
+    assert "is 40000 bytes; the limit is 32768" in rows[499]["error"]["message"]
+    assert [r["text"] for r in rows[500:]] == texts[500:]
+    assert "line 500: INVALID_ARGUMENT:" in many.stderr
+    assert "1 of 1000 inputs failed" in many.stderr
+
+    listing = tmp_path / "texts.txt"
+    listing.write_text("\n".join(texts[:100]) + "\n")
+    from_file = run(
+        "predict", "--address", address, "--model", "reviews", "--input", str(listing), env=env
+    )
+    assert from_file.returncode == 0, from_file.stderr
+    assert len(from_file.stdout.splitlines()) == 100
 
 
 def test_finetune_and_jobs_commands(env, served, tiny_bert, tmp_path) -> None:

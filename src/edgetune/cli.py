@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -122,40 +121,31 @@ def client_channel(args: argparse.Namespace) -> grpc.Channel:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Classify texts over gRPC and print one line per input."""
-    from edgetune.v1 import inference_pb2, inference_pb2_grpc
+    """Classify texts over gRPC and print one line per input, in input order.
 
-    texts = [line.rstrip("\n") for line in sys.stdin] if args.texts == ["-"] else args.texts
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise InvalidArgument("no texts to classify")
-    request = inference_pb2.ClassifyRequest(
-        model=args.model,
-        version=args.version,
-        inputs=[inference_pb2.Input(text=text) for text in texts],
-        top_k=0 if args.json else max(args.top_k, 1),
-    )
-    with client_channel(args) as channel:
-        reply = inference_pb2_grpc.InferenceStub(channel).Classify(request, timeout=args.timeout)
-    for text, result in zip(texts, reply.results, strict=True):
-        if args.json:
-            scores = {s.label: round(s.score, 6) for s in result.labels}
-            best = result.labels[0]
-            print(
-                json.dumps(
-                    {
-                        "text": text,
-                        "label": best.label,
-                        "score": round(best.score, 6),
-                        "scores": scores,
-                        "model": reply.model,
-                        "version": reply.version,
-                    }
-                )
-            )
-        else:
-            print("\t".join(f"{s.label}\t{s.score:.4f}" for s in result.labels))
-    return 0
+    Texts come from the arguments, or one per line from stdin (`-`) or `--input FILE`, in
+    any number: they stream through ClassifyStream in batches the server's limits allow
+    (GetServerInfo), with a progress bar on stderr when it is a terminal. A line the server
+    refuses prints `ERROR` (or a JSON `error`) in its place and is reported on stderr by
+    its line number; the others are answered; the exit code is 1 if any line failed.
+    """
+    from edgetune.predict_cli import classify_lines
+
+    if args.input is not None:
+        if args.texts:
+            raise InvalidArgument("give texts or --input FILE, not both")
+        with open(args.input, encoding="utf-8") as file:
+            return classify_lines(args, file, total=_count_lines(args.input))
+    if args.texts == ["-"]:
+        return classify_lines(args, sys.stdin)
+    if not args.texts:
+        raise InvalidArgument("no texts to classify: give TEXT..., - (stdin) or --input FILE")
+    return classify_lines(args, iter(args.texts), total=len(args.texts), numbered=False)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as file:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
 
 
 _STATE_WORDS = {2: "ready", 1: "available", 3: "loading", 4: "failed"}
@@ -334,7 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--version", default="", help="version or alias (default latest)")
     predict.add_argument("--top-k", dest="top_k", type=int, default=1, help="labels per line")
     predict.add_argument("--json", action="store_true", help="one JSON object per input")
-    predict.add_argument("texts", nargs="+", metavar="TEXT", help="texts, or - to read stdin")
+    predict.add_argument(
+        "--input", type=Path, help="read texts from this file, one per line (any number)"
+    )
+    predict.add_argument(
+        "texts", nargs="*", metavar="TEXT", help="texts, or - to read lines from stdin"
+    )
 
     models = command("models", cmd_models, client=True)
     models.add_argument("action", choices=["list", "load", "unload"])

@@ -147,7 +147,8 @@ class ModelRegistry:
                 except EdgetuneError as exc:
                     log.error("model %r cannot be loaded at start-up: %s", name, exc.message)
             latest.sort(key=_published, reverse=True)
-            wanted += [(version.name, str(version.version)) for version in latest]
+            # Routed as `latest`, as a request without a version would route it.
+            wanted += [(version.name, "") for version in latest]
         for name, spec in wanted:
             try:
                 version = await asyncio.to_thread(self.repository.resolve, name, spec)
