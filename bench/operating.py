@@ -112,7 +112,14 @@ def launch_to_ready(home: Path, model: str, control: str) -> float:
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # Reconnect within milliseconds: gRPC's default backoff after the first refused
+        # connection (1 s) would be measured instead of the server.
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 5),
+            ("grpc.min_reconnect_backoff_ms", 5),
+            ("grpc.max_reconnect_backoff_ms", 20),
+        ]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
             v2 = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
             classify = inference_pb2_grpc.InferenceStub(channel).Classify
             request = pb.ClassifyRequest(model=model, inputs=[pb.Input(text=SHORT)])

@@ -4,10 +4,13 @@ live progress bar and a final metrics table."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -45,6 +48,71 @@ def upload(
     counts = ", ".join(f"{k} {v}" for k, v in sorted(dataset.label_counts.items()))
     console.print(f"uploaded {path.name}: {dataset.rows} rows ({counts}) as {dataset.id}")
     return dataset
+
+
+def upload_base(stub: finetuning_pb2_grpc.FineTuningStub, folder: Path, timeout: float) -> str:
+    """Upload a local transformers folder as a base (its safetensors, JSON, text and
+    sentencepiece files; pickle weights beside them stay behind); its name on the server.
+    The name is derived from the contents, so uploading the same folder again reuses it."""
+    from edgetune.training.bases import ALLOWED_SUFFIXES
+
+    if not folder.is_dir():
+        raise InvalidArgument(f"{folder}: not a folder")
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(ALLOWED_SUFFIXES)
+    )
+    declared = [
+        pb.BaseFile(name=p.name, size_bytes=p.stat().st_size, sha256=_sha256(p)) for p in files
+    ]
+    digest = hashlib.sha256("\n".join(f"{f.name} {f.sha256}" for f in declared).encode())
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip(".-_")[:100] or "base"
+    name = f"{stem}-{digest.hexdigest()[:12]}"
+    existing = stub.ListBases(pb.ListBasesRequest(), timeout=timeout)
+    if any(base.name == name for base in existing.bases):
+        console.print(f"base {name} is on the server already (same files)")
+        return name
+
+    def messages() -> Iterator[pb.UploadBaseRequest]:
+        yield pb.UploadBaseRequest(header=pb.BaseHeader(name=name, files=declared))
+        for path in files:
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield pb.UploadBaseRequest(chunk=pb.BaseChunk(file=path.name, data=chunk))
+
+    base: pb.Base = stub.UploadBase(messages())
+    console.print(f"uploaded {folder} as base {base.name} ({base.size_bytes / 2**20:.1f} MiB)")
+    return base.name
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _create_job(
+    stub: finetuning_pb2_grpc.FineTuningStub,
+    request: pb.CreateJobRequest,
+    folder: Path | None,
+    timeout: float,
+) -> pb.Job:
+    """CreateJob; a base folder the server refuses to read (another machine, outside its
+    base folders) is uploaded, and the job created again from the uploaded copy."""
+    try:
+        job: pb.Job = stub.CreateJob(request, timeout=timeout)
+        return job
+    except grpc.RpcError as exc:
+        refused = exc.code() == grpc.StatusCode.INVALID_ARGUMENT and str(exc.details()).startswith(
+            "base_path"
+        )
+        if folder is None or not refused:
+            raise
+        console.print(f"the server cannot use {folder} itself ({exc.details()}); uploading it")
+    request.base_path = upload_base(stub, folder, timeout)
+    job = stub.CreateJob(request, timeout=timeout)
+    return job
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -88,6 +156,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             if not task:
                 raise InvalidArgument("--task is required with --base (see `edgetune plugins`)")
             request.base_path = str(Path(args.base).resolve())
+        folder = Path(args.base).resolve() if args.base else None
         request.task = task
         request.dataset_id = upload(stub, Path(args.data), task, args.timeout).id
         if args.validation:
@@ -96,7 +165,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             ).id
         elif args.validation_split:
             request.validation_split = args.validation_split
-        job = stub.CreateJob(request, timeout=args.timeout)
+        job = _create_job(stub, request, folder, args.timeout)
         console.print(f"job {job.id}: {state_name(job.state)}")
         if args.detach:
             return 0
@@ -283,7 +352,10 @@ def add_commands(command: Any) -> None:
     """Add `finetune` and `jobs` through the main parser's `command` helper."""
     finetune = command("finetune", cmd_finetune, client=True)
     base = finetune.add_mutually_exclusive_group(required=True)
-    base.add_argument("--base", help="transformers model folder (on the server's machine)")
+    base.add_argument(
+        "--base",
+        help="transformers model folder (uploaded when the server cannot read it itself)",
+    )
     base.add_argument(
         "--base-model",
         dest="base_model",

@@ -153,6 +153,16 @@ class Settings(BaseSettings):
     """Most disk space (MiB) the stored data sets may take together; an upload that would
     pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
 
+    max_base_file_bytes: int = Field(default=2 * 1024**3, ge=1)
+    """Largest file of a base model uploaded with UploadBase."""
+
+    max_base_bytes: int = Field(default=4 * 1024**3, ge=1)
+    """Largest base model (all its files) uploaded with UploadBase."""
+
+    bases_quota_mb: float = Field(default=16384, ge=0)
+    """Most disk space (MiB) the stored base models (`<home>/bases`) may take together; an
+    upload that would pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+
     models_quota_mb: float = Field(default=0, ge=0)
     """Disk space (MiB) the model repository may take; while it holds more, new fine-tune
     jobs are refused with RESOURCE_EXHAUSTED. 0 = no quota."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 from client_tools import ROOT, require, run
-from fakes import sentiment_rows
+from fakes import jsonl, sentiment_rows
 
+from edgetune.server.app import RunningServer, start_server
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
@@ -92,3 +96,35 @@ async def test_node_watches_a_fine_tuning_job(server, channel, tiny_bert) -> Non
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["state"] == "JOB_STATE_SUCCEEDED"
     assert any(e["total_steps"] for e in events) and any("accuracy" in e["metrics"] for e in events)
+
+
+@pytest.fixture
+async def remote(settings, plugins) -> AsyncIterator[RunningServer]:
+    """A server that reads base models from its own home only: the client's folders are
+    not its to read."""
+    settings.base_dirs = []
+    running = await start_server(settings, plugins)
+    yield running
+    await running.stop(0)
+
+
+async def test_node_uploads_a_base_fine_tunes_and_classifies(remote, tiny_bert, tmp_path) -> None:
+    workdir = tmp_path / "node-client"
+    workdir.mkdir()
+    data = workdir / "train.jsonl"
+    data.write_bytes(jsonl(sentiment_rows(40)))
+    texts = ["good fun", "bad plot"]
+    process = await asyncio.create_subprocess_exec(
+        node(), str(CLIENT), "finetune", "--address", f"127.0.0.1:{remote.port}",
+        "--base", str(tiny_bert), "--data", str(data), "--task", "text-classification",
+        "--model", "from-node", "--epochs", "2", "--lr", "0.003", *texts,
+        cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(300):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()[-3000:]
+    started, *answers = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert started["base"].startswith("node-") and started["job"].startswith("job_")
+    assert [a["text"] for a in answers] == texts
+    assert all(a["version"] == "1" and a["label"] in {"negative", "positive"} for a in answers)
+    assert (remote.registry.repository.root / "from-node").is_dir()

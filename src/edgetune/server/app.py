@@ -30,6 +30,7 @@ from edgetune.serving.session import physical_cores
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
 from edgetune.tracing import tracer_provider_from_env
+from edgetune.training.bases import BaseStore
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.jobs import JobManager
 from edgetune.training.store import JobStore
@@ -192,7 +193,16 @@ async def start_server(
         datasets,
         JobStore(settings.jobs_dir / "jobs.db"),
     )
-    finetuning_pb2_grpc.add_FineTuningServicer_to_server(FineTuningServicer(jobs, datasets), server)
+    bases = BaseStore(
+        settings.bases_dir,
+        settings.max_base_file_bytes,
+        settings.max_base_bytes,
+        int(settings.bases_quota_mb * 2**20),
+    )
+    bases.remove_stale_uploads()
+    finetuning_pb2_grpc.add_FineTuningServicer_to_server(
+        FineTuningServicer(jobs, datasets, bases), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

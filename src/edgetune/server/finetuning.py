@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from edgetune.errors import InvalidArgument, ResourceExhausted, quoted
+from edgetune.training.bases import BaseFileInfo, BaseInfo, BaseStore, BaseUpload
 from edgetune.training.datasets import MIB, DatasetInfo, DatasetStore, folder_bytes
 from edgetune.training.jobs import JobManager
 from edgetune.training.spec import (
@@ -37,9 +38,52 @@ STATES_BACK = {number: state for state, number in STATES.items()}
 class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
     """edgetune.v1.FineTuning."""
 
-    def __init__(self, jobs: JobManager, datasets: DatasetStore) -> None:
+    def __init__(self, jobs: JobManager, datasets: DatasetStore, bases: BaseStore) -> None:
         self.jobs = jobs
         self.datasets = datasets
+        self.bases = bases
+
+    async def UploadBase(
+        self, request_iterator: AsyncIterator[pb.UploadBaseRequest], context: Context
+    ) -> pb.Base:
+        """Receive the header and each file's chunks, check them, store the base."""
+        upload: BaseUpload | None = None
+        try:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if upload is None:
+                    if part != "header":
+                        raise InvalidArgument("the first UploadBase message must be a header")
+                    files = [
+                        BaseFileInfo(f.name, f.size_bytes, f.sha256) for f in message.header.files
+                    ]
+                    upload = await asyncio.to_thread(self.bases.begin, message.header.name, files)
+                elif part == "chunk":
+                    chunk = message.chunk
+                    await asyncio.to_thread(self.bases.write, upload, chunk.file, chunk.data)
+                else:
+                    raise InvalidArgument("only the first UploadBase message may be a header")
+            if upload is None:
+                raise InvalidArgument("no header: the first UploadBase message must be a header")
+            return base_to_pb(await asyncio.to_thread(self.bases.finish, upload))
+        except BaseException:
+            if upload is not None:
+                await asyncio.to_thread(self.bases.discard, upload)
+            raise
+
+    async def ListBases(
+        self, request: pb.ListBasesRequest, context: Context
+    ) -> pb.ListBasesResponse:
+        """The stored bases."""
+        bases = await asyncio.to_thread(self.bases.list)
+        return pb.ListBasesResponse(bases=[base_to_pb(base) for base in bases])
+
+    async def DeleteBase(
+        self, request: pb.DeleteBaseRequest, context: Context
+    ) -> pb.DeleteBaseResponse:
+        """Remove a stored base."""
+        await asyncio.to_thread(self.bases.delete, request.name)
+        return pb.DeleteBaseResponse()
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[pb.UploadDatasetRequest], context: Context
@@ -381,4 +425,15 @@ def event_to_pb(event: Event) -> pb.JobEvent:
         result=result_to_pb(data.get("result", {})),
         trial=trial_to_pb(data["trial"]) if "trial" in data else None,
         baseline=data.get("baseline"),
+    )
+
+
+def base_to_pb(base: BaseInfo) -> pb.Base:
+    """A Base message."""
+    return pb.Base(
+        name=base.name,
+        files=[
+            pb.BaseFile(name=f.name, size_bytes=f.size_bytes, sha256=f.sha256) for f in base.files
+        ],
+        size_bytes=base.size_bytes,
     )

@@ -37,6 +37,70 @@ TRIAL_STATE_COMPLETE: TrialState
 TRIAL_STATE_PRUNED: TrialState
 TRIAL_STATE_FAILED: TrialState
 
+class BaseFile(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class BaseHeader(_message.Message):
+    __slots__ = ("name", "files")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    files: _containers.RepeatedCompositeFieldContainer[BaseFile]
+    def __init__(self, name: _Optional[str] = ..., files: _Optional[_Iterable[_Union[BaseFile, _Mapping]]] = ...) -> None: ...
+
+class BaseChunk(_message.Message):
+    __slots__ = ("file", "data")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    data: bytes
+    def __init__(self, file: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadBaseRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: BaseHeader
+    chunk: BaseChunk
+    def __init__(self, header: _Optional[_Union[BaseHeader, _Mapping]] = ..., chunk: _Optional[_Union[BaseChunk, _Mapping]] = ...) -> None: ...
+
+class Base(_message.Message):
+    __slots__ = ("name", "files", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    files: _containers.RepeatedCompositeFieldContainer[BaseFile]
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., files: _Optional[_Iterable[_Union[BaseFile, _Mapping]]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class ListBasesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBasesResponse(_message.Message):
+    __slots__ = ("bases",)
+    BASES_FIELD_NUMBER: _ClassVar[int]
+    bases: _containers.RepeatedCompositeFieldContainer[Base]
+    def __init__(self, bases: _Optional[_Iterable[_Union[Base, _Mapping]]] = ...) -> None: ...
+
+class DeleteBaseRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteBaseResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class DatasetHeader(_message.Message):
     __slots__ = ("format", "filename", "task")
     FORMAT_FIELD_NUMBER: _ClassVar[int]

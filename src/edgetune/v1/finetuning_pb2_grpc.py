@@ -67,6 +67,21 @@ class FineTuningStub:
                 request_serializer=edgetune_dot_v1_dot_finetuning__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=edgetune_dot_v1_dot_finetuning__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.UploadBase = channel.stream_unary(
+                '/edgetune.v1.FineTuning/UploadBase',
+                request_serializer=edgetune_dot_v1_dot_finetuning__pb2.UploadBaseRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_finetuning__pb2.Base.FromString,
+                _registered_method=True)
+        self.ListBases = channel.unary_unary(
+                '/edgetune.v1.FineTuning/ListBases',
+                request_serializer=edgetune_dot_v1_dot_finetuning__pb2.ListBasesRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_finetuning__pb2.ListBasesResponse.FromString,
+                _registered_method=True)
+        self.DeleteBase = channel.unary_unary(
+                '/edgetune.v1.FineTuning/DeleteBase',
+                request_serializer=edgetune_dot_v1_dot_finetuning__pb2.DeleteBaseRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_finetuning__pb2.DeleteBaseResponse.FromString,
+                _registered_method=True)
 
 
 class FineTuningServicer:
@@ -121,6 +136,34 @@ class FineTuningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadBase(self, request_iterator, context):
+        """Uploads a base model folder as a stream: first a `header` naming the base and
+        declaring every file (name, size, sha256), then each file's bytes as `chunk`s, files in
+        header order. Only config.json, tokenizer and preprocessor files (.json, .txt, .model)
+        and *.safetensors weights are taken; pickle weights and names with a path are refused
+        naming the file. The base is stored under <home>/bases/<name>; CreateJob starts from
+        it with `base_path` = its name. ALREADY_EXISTS when a base of that name exists,
+        RESOURCE_EXHAUSTED past the size limits or the bases quota (checked on the header).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBases(self, request, context):
+        """The stored base models, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBase(self, request, context):
+        """Deletes a stored base model (jobs already created from it keep running on their copy
+        only if they have started; start no job from a base you are deleting).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FineTuningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +196,21 @@ def add_FineTuningServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=edgetune_dot_v1_dot_finetuning__pb2.WatchJobRequest.FromString,
                     response_serializer=edgetune_dot_v1_dot_finetuning__pb2.JobEvent.SerializeToString,
+            ),
+            'UploadBase': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadBase,
+                    request_deserializer=edgetune_dot_v1_dot_finetuning__pb2.UploadBaseRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_finetuning__pb2.Base.SerializeToString,
+            ),
+            'ListBases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBases,
+                    request_deserializer=edgetune_dot_v1_dot_finetuning__pb2.ListBasesRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_finetuning__pb2.ListBasesResponse.SerializeToString,
+            ),
+            'DeleteBase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBase,
+                    request_deserializer=edgetune_dot_v1_dot_finetuning__pb2.DeleteBaseRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_finetuning__pb2.DeleteBaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +378,87 @@ class FineTuning:
             '/edgetune.v1.FineTuning/WatchJob',
             edgetune_dot_v1_dot_finetuning__pb2.WatchJobRequest.SerializeToString,
             edgetune_dot_v1_dot_finetuning__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadBase(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgetune.v1.FineTuning/UploadBase',
+            edgetune_dot_v1_dot_finetuning__pb2.UploadBaseRequest.SerializeToString,
+            edgetune_dot_v1_dot_finetuning__pb2.Base.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetune.v1.FineTuning/ListBases',
+            edgetune_dot_v1_dot_finetuning__pb2.ListBasesRequest.SerializeToString,
+            edgetune_dot_v1_dot_finetuning__pb2.ListBasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetune.v1.FineTuning/DeleteBase',
+            edgetune_dot_v1_dot_finetuning__pb2.DeleteBaseRequest.SerializeToString,
+            edgetune_dot_v1_dot_finetuning__pb2.DeleteBaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
