@@ -64,6 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_import_model(args: argparse.Namespace) -> int:
     """Export a local transformers folder to ONNX and publish it as a new version."""
+    from edgetune.extras import require_train
+
+    require_train("import-model")
     from edgetune.exporters.onnx import import_model
     from edgetune.store import ModelRepository
 
@@ -214,6 +217,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if owner == info.name:
                 suffixes = ", ".join(plugins.readers[name].suffixes)
                 print(f"    data-set reader {name} ({suffixes})")
+    from edgetune.extras import capabilities, missing_train_modules
+
+    missing = missing_train_modules()
+    note = f" (no fine-tuning: pip install 'edgetune[train]' for {', '.join(missing)})"
+    print(f"capabilities: {', '.join(capabilities())}{note if missing else ''}")
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from edgetune.errors import InvalidArgument, ResourceExhausted, quoted
+from edgetune.extras import require_train
 from edgetune.training.bases import BaseFileInfo, BaseInfo, BaseStore, BaseUpload
 from edgetune.training.datasets import MIB, DatasetInfo, DatasetStore, folder_bytes
 from edgetune.training.jobs import JobManager
@@ -121,6 +122,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
 
     async def CreateJob(self, request: pb.CreateJobRequest, context: Context) -> pb.Job:
         """Validate and queue a job."""
+        require_train("fine-tuning")
         spec = await self._spec(request)
         return job_to_pb(await self.jobs.create(spec))
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 import edgetune
 from edgetune.errors import EdgetuneError, InvalidArgument, quoted, status_of
+from edgetune.extras import capabilities
 from edgetune.plugins.manager import Plugins
 from edgetune.server import convert
 from edgetune.server.kserve import ServerState
@@ -181,6 +182,7 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
             ),
             ready=self.state.ready,
             model_control=self.settings.model_control,
+            capabilities=capabilities(),
         )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64getune/v1/server.proto\x12\x0b\x65\x64getune.v1\"\x85\x01\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06origin\x18\x02 \x01(\x0e\x32\x19.edgetune.v1.PluginOrigin\x12\x14\n\x0c\x64istribution\x18\x03 \x01(\t\x12\x1c\n\x14\x64istribution_version\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\"N\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0binput_kinds\x18\x03 \x03(\t\x12\x0e\n\x06plugin\x18\x04 \x01(\t\"S\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x16\n\x0emax_text_bytes\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\r\"\x16\n\x14GetServerInfoRequest\"\x8f\x02\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x07plugins\x18\x02 \x03(\x0b\x32\x13.edgetune.v1.Plugin\x12 \n\x05tasks\x18\x03 \x03(\x0b\x32\x11.edgetune.v1.Task\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12#\n\x06limits\x18\x05 \x01(\x0b\x32\x13.edgetune.v1.Limits\x12\x1b\n\x13onnxruntime_version\x18\x06 \x01(\t\x12#\n\x06memory\x18\x07 \x01(\x0b\x32\x13.edgetune.v1.Memory\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x15\n\rmodel_control\x18\t \x01(\t\"L\n\x06Memory\x12\x16\n\x0eresident_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cmodels_bytes\x18\x02 \x01(\x04\x12\x14\n\x0c\x62udget_bytes\x18\x03 \x01(\x04*\x81\x01\n\x0cPluginOrigin\x12\x1d\n\x19PLUGIN_ORIGIN_UNSPECIFIED\x10\x00\x12\x19\n\x15PLUGIN_ORIGIN_BUILTIN\x10\x01\x12\x1d\n\x19PLUGIN_ORIGIN_ENTRY_POINT\x10\x02\x12\x18\n\x14PLUGIN_ORIGIN_MODULE\x10\x03\x32U\n\x06Server\x12K\n\rGetServerInfo\x12!.edgetune.v1.GetServerInfoRequest\x1a\x17.edgetune.v1.ServerInfoBi\n\x0eio.edgetune.v1B\x0bServerProtoP\x01Z:github.com/edgetune/edgetune/gen/go/edgetune/v1;edgetunev1\xaa\x02\x0b\x45\x64getune.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64getune/v1/server.proto\x12\x0b\x65\x64getune.v1\"\x85\x01\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06origin\x18\x02 \x01(\x0e\x32\x19.edgetune.v1.PluginOrigin\x12\x14\n\x0c\x64istribution\x18\x03 \x01(\t\x12\x1c\n\x14\x64istribution_version\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\"N\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x13\n\x0binput_kinds\x18\x03 \x03(\t\x12\x0e\n\x06plugin\x18\x04 \x01(\t\"S\n\x06Limits\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\r\x12\x16\n\x0emax_text_bytes\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\r\"\x16\n\x14GetServerInfoRequest\"\xa5\x02\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x07plugins\x18\x02 \x03(\x0b\x32\x13.edgetune.v1.Plugin\x12 \n\x05tasks\x18\x03 \x03(\x0b\x32\x11.edgetune.v1.Task\x12\x1b\n\x13\x65xecution_providers\x18\x04 \x03(\t\x12#\n\x06limits\x18\x05 \x01(\x0b\x32\x13.edgetune.v1.Limits\x12\x1b\n\x13onnxruntime_version\x18\x06 \x01(\t\x12#\n\x06memory\x18\x07 \x01(\x0b\x32\x13.edgetune.v1.Memory\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x15\n\rmodel_control\x18\t \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\"L\n\x06Memory\x12\x16\n\x0eresident_bytes\x18\x01 \x01(\x04\x12\x14\n\x0cmodels_bytes\x18\x02 \x01(\x04\x12\x14\n\x0c\x62udget_bytes\x18\x03 \x01(\x04*\x81\x01\n\x0cPluginOrigin\x12\x1d\n\x19PLUGIN_ORIGIN_UNSPECIFIED\x10\x00\x12\x19\n\x15PLUGIN_ORIGIN_BUILTIN\x10\x01\x12\x1d\n\x19PLUGIN_ORIGIN_ENTRY_POINT\x10\x02\x12\x18\n\x14PLUGIN_ORIGIN_MODULE\x10\x03\x32U\n\x06Server\x12K\n\rGetServerInfo\x12!.edgetune.v1.GetServerInfoRequest\x1a\x17.edgetune.v1.ServerInfoBi\n\x0eio.edgetune.v1B\x0bServerProtoP\x01Z:github.com/edgetune/edgetune/gen/go/edgetune/v1;edgetunev1\xaa\x02\x0b\x45\x64getune.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgetune.v1.server_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.edgetune.v1B\013ServerProtoP\001Z:github.com/edgetune/edgetune/gen/go/edgetune/v1;edgetunev1\252\002\013Edgetune.V1'
-  _globals['_PLUGINORIGIN']._serialized_start=719
-  _globals['_PLUGINORIGIN']._serialized_end=848
+  _globals['_PLUGINORIGIN']._serialized_start=741
+  _globals['_PLUGINORIGIN']._serialized_end=870
   _globals['_PLUGIN']._serialized_start=42
   _globals['_PLUGIN']._serialized_end=175
   _globals['_TASK']._serialized_start=177
@@ -43,9 +43,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSERVERINFOREQUEST']._serialized_start=342
   _globals['_GETSERVERINFOREQUEST']._serialized_end=364
   _globals['_SERVERINFO']._serialized_start=367
-  _globals['_SERVERINFO']._serialized_end=638
-  _globals['_MEMORY']._serialized_start=640
-  _globals['_MEMORY']._serialized_end=716
-  _globals['_SERVER']._serialized_start=850
-  _globals['_SERVER']._serialized_end=935
+  _globals['_SERVERINFO']._serialized_end=660
+  _globals['_MEMORY']._serialized_start=662
+  _globals['_MEMORY']._serialized_end=738
+  _globals['_SERVER']._serialized_start=872
+  _globals['_SERVER']._serialized_end=957
 # @@protoc_insertion_point(module_scope)

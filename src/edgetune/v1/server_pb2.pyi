@@ -59,7 +59,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "plugins", "tasks", "execution_providers", "limits", "onnxruntime_version", "memory", "ready", "model_control")
+    __slots__ = ("version", "plugins", "tasks", "execution_providers", "limits", "onnxruntime_version", "memory", "ready", "model_control", "capabilities")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PLUGINS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class ServerInfo(_message.Message):
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     MODEL_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     version: str
     plugins: _containers.RepeatedCompositeFieldContainer[Plugin]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
@@ -78,7 +79,8 @@ class ServerInfo(_message.Message):
     memory: Memory
     ready: bool
     model_control: str
-    def __init__(self, version: _Optional[str] = ..., plugins: _Optional[_Iterable[_Union[Plugin, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., onnxruntime_version: _Optional[str] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., ready: _Optional[bool] = ..., model_control: _Optional[str] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., plugins: _Optional[_Iterable[_Union[Plugin, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., execution_providers: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., onnxruntime_version: _Optional[str] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., ready: _Optional[bool] = ..., model_control: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Memory(_message.Message):
     __slots__ = ("resident_bytes", "models_bytes", "budget_bytes")
