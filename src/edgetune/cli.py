@@ -63,7 +63,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    """Export a local transformers folder to ONNX and publish it as a new version."""
+    """Export a local transformers folder to ONNX and publish it as a new version (on a
+    running server with --address: the folder is uploaded and the server imports it)."""
+    if args.address:
+        return _import_remote(args)
     from edgetune.extras import require_train
 
     require_train("import-model")
@@ -85,6 +88,32 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     print(
         f"imported {version.name} version {version.version} ({task.name}, "
         f"labels: {', '.join(version.manifest.labels)}) into {version.path}"
+    )
+    return 0
+
+
+def _import_remote(args: argparse.Namespace) -> int:
+    from edgetune.finetune_cli import upload_base
+    from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
+
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
+    with client_channel(args) as channel:
+        base = upload_base(
+            finetuning_pb2_grpc.FineTuningStub(channel), Path(args.source), args.timeout
+        )
+        info = models_pb2_grpc.ModelsStub(channel).ImportModel(
+            models_pb2.ImportModelRequest(
+                name=args.name,
+                task=args.task,
+                base=base,
+                labels=labels,
+                max_length=args.max_length or 0,
+            ),
+            timeout=max(args.timeout, 600),
+        )
+    print(
+        f"imported {info.name} version {info.version} ({info.task}, labels: "
+        f"{', '.join(label.name for label in info.labels)}) on {args.address}"
     )
     return 0
 
@@ -315,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scopes", default="infer", help="comma-separated: infer, finetune, admin (create)"
     )
 
-    imp = command("import-model", cmd_import_model, home=True, plugins=True)
+    imp = command("import-model", cmd_import_model, home=True, plugins=True, client=True)
+    # Local unless --address is given: only then is the folder uploaded to that server.
+    imp.set_defaults(address=None)
     imp.add_argument("--name", required=True, help="model name in the repository")
     imp.add_argument("--task", required=True, help="task the model serves (see `edgetune plugins`)")
     imp.add_argument("--labels", help="comma-separated labels (default: the folder's id2label)")

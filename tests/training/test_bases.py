@@ -203,3 +203,48 @@ async def test_the_cli_uploads_a_folder_the_server_cannot_read(remote, tiny_bert
         assert base.name.startswith("tiny-bert")
         (job,) = (await stub.ListJobs(pb.ListJobsRequest())).jobs
         assert job.state == pb.JOB_STATE_SUCCEEDED and job.model_name == "cli-upload"
+
+
+async def test_import_model_uploads_the_folder_and_the_server_imports_it(
+    remote, tiny_bert, tmp_path
+) -> None:
+    elsewhere = tmp_path / "client"
+    elsewhere.mkdir()
+    env = {
+        **os.environ,
+        "EDGETUNE_HOME": str(elsewhere / "home"),
+        "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
+    import asyncio
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgetune", "import-model", "--address",
+        f"127.0.0.1:{remote.port}", "--name", "imported", "--task", "text-classification",
+        "--labels", "bad,good,meh", str(tiny_bert),
+        cwd=elsewhere, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(300):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-3000:]
+    assert (
+        "imported imported version 1 (text-classification, labels: bad, good, meh)" in out.decode()
+    )
+    assert not (elsewhere / "home" / "models").exists()  # imported there, not here
+    async with aio.insecure_channel(f"127.0.0.1:{remote.port}") as channel:
+        from edgetune.v1 import inference_pb2 as ipb
+        from edgetune.v1 import inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+        models = models_pb2_grpc.ModelsStub(channel)
+        reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
+            ipb.ClassifyRequest(model="imported", inputs=[ipb.Input(text="good fun")])
+        )
+        assert {s.label for s in reply.results[0].labels} == {"bad", "good", "meh"}
+        for request, code, message in [
+            (models_pb2.ImportModelRequest(name="m", task="text-classification", base="nope"), grpc.StatusCode.NOT_FOUND, "base 'nope' not found"),
+            (models_pb2.ImportModelRequest(name="m", task="text-classification", base="../x"), grpc.StatusCode.INVALID_ARGUMENT, "base '../x' must be"),
+            (models_pb2.ImportModelRequest(name="m", task="no-such-task", base="x"), grpc.StatusCode.NOT_FOUND, "no-such-task"),
+            (models_pb2.ImportModelRequest(name="m", base="x"), grpc.StatusCode.INVALID_ARGUMENT, "task is required"),
+        ]:  # fmt: skip
+            with pytest.raises(aio.AioRpcError) as refused:
+                await models.ImportModel(request)
+            assert refused.value.code() == code and message in refused.value.details()

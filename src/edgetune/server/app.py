@@ -174,7 +174,9 @@ async def start_server(
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         KServeServicer(inference, repository, registry, state), server
     )
-    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(repository, registry), server)
+    models_pb2_grpc.add_ModelsServicer_to_server(
+        ModelsServicer(repository, registry, settings), server
+    )
     server_pb2_grpc.add_ServerServicer_to_server(
         ServerServicer(plugins, registry, settings, state), server
     )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import onnxruntime as ort
 
 import edgetune
-from edgetune.errors import EdgetuneError, InvalidArgument, quoted, status_of
-from edgetune.extras import capabilities
+from edgetune.errors import EdgetuneError, InvalidArgument, NotFound, quoted, status_of
+from edgetune.extras import capabilities, require_train
 from edgetune.plugins.manager import Plugins
 from edgetune.server import convert
 from edgetune.server.kserve import ServerState
@@ -20,6 +22,9 @@ from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store.repository import check_name
+from edgetune.training.bases import check_base_name
+from edgetune.training.jobs import settings_env
 from edgetune.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -77,9 +82,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 class ModelsServicer(models_pb2_grpc.ModelsServicer):
     """edgetune.v1.Models."""
 
-    def __init__(self, repository: ModelRepository, registry: ModelRegistry) -> None:
+    def __init__(
+        self, repository: ModelRepository, registry: ModelRegistry, settings: Settings
+    ) -> None:
         self.repository = repository
         self.registry = registry
+        self.settings = settings
+        self._imports = asyncio.Lock()
 
     def _info(self, version: ModelVersion) -> models_pb2.ModelInfo:
         aliases = self.repository.aliases(version.name)
@@ -131,6 +140,48 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         _require_name(request.name)
         version = await self.registry.unload(request.name, request.version)
         return models_pb2.UnloadModelResponse(version=str(version.version))
+
+    async def ImportModel(
+        self, request: models_pb2.ImportModelRequest, context: Context
+    ) -> models_pb2.ModelInfo:
+        """Build, export and publish a model from an uploaded base, in a child process."""
+        require_train("import-model")
+        _require_name(request.name)
+        if not request.task:
+            raise InvalidArgument("task is required")
+        self.registry.plugins.task(request.task)  # NOT_FOUND naming the known tasks
+        if not request.base:
+            raise InvalidArgument("base is required: the name of an uploaded base")
+        folder = self.settings.bases_dir / check_base_name(request.base, "base")
+        if not folder.is_dir():
+            raise NotFound(f"base {request.base!r} not found: upload it with UploadBase")
+        check_name(request.name)
+        command = [
+            sys.executable, "-m", "edgetune", "import-model", "--name", request.name,
+            "--task", request.task, str(folder),
+        ]  # fmt: skip
+        if request.labels:
+            command += ["--labels", ",".join(request.labels)]
+        if request.max_length:
+            command += ["--max-length", str(request.max_length)]
+        async with self._imports:  # one export at a time: each takes the CPU for a while
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                env=settings_env(self.settings),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+            _, stderr = await process.communicate()
+        if process.returncode != 0:
+            lines = stderr.decode(errors="replace").strip().splitlines()
+            reason = next((line for line in reversed(lines) if line.startswith("error: ")), "")
+            if reason and process.returncode == 2:  # the command's own, bounded message
+                raise InvalidArgument(reason.removeprefix("error: "))
+            log.error("import-model failed (%d): %s", process.returncode, "\n".join(lines[-20:]))
+            raise EdgetuneError("the import failed; the server's log has the details")
+        version = await asyncio.to_thread(self.repository.resolve, request.name, "")
+        return self._info(version)
 
     async def SetAlias(
         self, request: models_pb2.SetAliasRequest, context: Context

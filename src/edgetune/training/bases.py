@@ -67,12 +67,12 @@ class BaseUpload:
     out: BinaryIO | None = None
 
 
-def check_base_name(name: str) -> str:
+def check_base_name(name: str, field: str = "header.name") -> str:
     """A base name: letters, digits, '.', '_', '-', 1 to 128 characters, not starting
-    with '.' (so never a hidden folder or a path)."""
+    with '.' (so never a hidden folder or a path); the error names `field`."""
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
-            f"header.name {quoted(name)} must be 1-128 letters, digits, '.', '_' or '-', "
+            f"{field} {quoted(name)} must be 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return name
@@ -226,7 +226,7 @@ class BaseStore:
 
     def delete(self, name: str) -> None:
         """Remove a stored base."""
-        folder = self.root / check_base_name(name)
+        folder = self.root / check_base_name(name, "name")
         if not folder.is_dir():
             raise NotFound(f"base {name!r} not found")
         shutil.rmtree(folder)

@@ -20,6 +20,20 @@ MODEL_STATE_LOADED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_FAILED: ModelState
 
+class ImportModelRequest(_message.Message):
+    __slots__ = ("name", "task", "base", "labels", "max_length")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task: str
+    base: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    max_length: int
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., base: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ...) -> None: ...
+
 class Label(_message.Message):
     __slots__ = ("index", "name")
     INDEX_FIELD_NUMBER: _ClassVar[int]

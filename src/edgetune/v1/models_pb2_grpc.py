@@ -61,6 +61,11 @@ class ModelsStub:
                 request_serializer=edgetune_dot_v1_dot_models__pb2.SetAliasRequest.SerializeToString,
                 response_deserializer=edgetune_dot_v1_dot_models__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.ImportModel = channel.unary_unary(
+                '/edgetune.v1.Models/ImportModel',
+                request_serializer=edgetune_dot_v1_dot_models__pb2.ImportModelRequest.SerializeToString,
+                response_deserializer=edgetune_dot_v1_dot_models__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -107,6 +112,17 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportModel(self, request, context):
+        """Builds a model from a base uploaded with FineTuning.UploadBase (the task's model, a
+        fresh head when the labels differ), exports it to ONNX and publishes it as a new
+        version whose `latest` alias moves (a loaded model keeps serving its version until
+        LoadModel or SetAlias). Runs in a separate process; FAILED_PRECONDITION without the
+        train extra.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +149,11 @@ def add_ModelsServicer_to_server(servicer, server):
             'SetAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetAlias,
                     request_deserializer=edgetune_dot_v1_dot_models__pb2.SetAliasRequest.FromString,
+                    response_serializer=edgetune_dot_v1_dot_models__pb2.ModelInfo.SerializeToString,
+            ),
+            'ImportModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportModel,
+                    request_deserializer=edgetune_dot_v1_dot_models__pb2.ImportModelRequest.FromString,
                     response_serializer=edgetune_dot_v1_dot_models__pb2.ModelInfo.SerializeToString,
             ),
     }
@@ -272,6 +293,33 @@ class Models:
             target,
             '/edgetune.v1.Models/SetAlias',
             edgetune_dot_v1_dot_models__pb2.SetAliasRequest.SerializeToString,
+            edgetune_dot_v1_dot_models__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgetune.v1.Models/ImportModel',
+            edgetune_dot_v1_dot_models__pb2.ImportModelRequest.SerializeToString,
             edgetune_dot_v1_dot_models__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
