@@ -263,3 +263,16 @@ def test_serving_never_imports_torch(env) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_model_commands_take_options_before_or_after_the_name() -> None:
+    from edgetune.cli import build_parser
+
+    parser = build_parser()
+    for argv in (
+        ["models", "load", "news", "--address", "h:1", "--version", "3"],
+        ["models", "--address", "h:1", "load", "news", "--version", "3"],
+        ["models", "--version", "3", "load", "--address", "h:1", "news"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.action, args.name, args.address, args.version) == ("load", "news", "h:1", "3")

@@ -217,8 +217,6 @@ def cmd_models(args: argparse.Namespace) -> int:
             for failure in failures:
                 print(f"failed to load {failure}")
             return 0
-        if not args.name:
-            raise InvalidArgument(f"models {args.action} needs a model name")
         if args.action == "load":
             info = stub.LoadModel(
                 models_pb2.LoadModelRequest(name=args.name, version=args.version),
@@ -254,6 +252,43 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--address, --timeout, TLS and --token; with `suppress`, options that set nothing
+    unless given (for subcommands that repeat their parent's options)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--address",
+        default=default(os.environ.get("EDGETUNE_ADDRESS", DEFAULT_ADDRESS)),
+        help="server HOST:PORT (default: $EDGETUNE_ADDRESS or 127.0.0.1:50051)",
+    )
+    parser.add_argument("--timeout", type=float, default=default(120.0), help="seconds per call")
+    parser.add_argument(
+        "--tls-ca",
+        dest="tls_ca",
+        type=Path,
+        default=default(None),
+        help="CA bundle (PEM): connect with TLS",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        dest="tls_cert",
+        type=Path,
+        default=default(None),
+        help="client certificate (mutual TLS)",
+    )
+    parser.add_argument(
+        "--tls-key", dest="tls_key", type=Path, default=default(None), help="client private key"
+    )
+    parser.add_argument(
+        "--token",
+        default=default(os.environ.get("EDGETUNE_TOKEN", "")),
+        help="bearer token (default: $EDGETUNE_TOKEN)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="edgetune", description=__doc__)
@@ -282,24 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="also load this plugin module (repeatable)",
             )
         if client:
-            sub.add_argument(
-                "--address",
-                default=os.environ.get("EDGETUNE_ADDRESS", DEFAULT_ADDRESS),
-                help="server HOST:PORT (default: $EDGETUNE_ADDRESS or %(default)s)",
-            )
-            sub.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
-            sub.add_argument(
-                "--tls-ca", dest="tls_ca", type=Path, help="CA bundle (PEM): connect with TLS"
-            )
-            sub.add_argument(
-                "--tls-cert", dest="tls_cert", type=Path, help="client certificate (mutual TLS)"
-            )
-            sub.add_argument("--tls-key", dest="tls_key", type=Path, help="client private key")
-            sub.add_argument(
-                "--token",
-                default=os.environ.get("EDGETUNE_TOKEN", ""),
-                help="bearer token (default: $EDGETUNE_TOKEN)",
-            )
+            _client_options(sub)
         return sub
 
     serve = command("serve", cmd_serve, home=True, plugins=True)
@@ -371,9 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     models = command("models", cmd_models, client=True)
-    models.add_argument("action", choices=["list", "load", "unload"])
-    models.add_argument("name", nargs="?", help="model name (load, unload)")
     models.add_argument("--version", default="", help="version or alias (default latest)")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, summary in (
+        ("list", "every model and version, with its state"),
+        ("load", "load and warm a version (moves `latest` to a newly imported version)"),
+        ("unload", "unload a version"),
+    ):
+        sub = actions.add_parser(action, help=summary, description=summary)
+        _client_options(sub, suppress=True)  # options after the action, too
+        sub.add_argument(
+            "--version", default=argparse.SUPPRESS, help="version or alias (default latest)"
+        )
+        if action != "list":
+            sub.add_argument("name", help="model name")
 
     command("plugins", cmd_plugins, plugins=True)
     from edgetune.finetune_cli import add_commands
