@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -289,6 +290,117 @@ def _client_options(parser: argparse.ArgumentParser, suppress: bool = False) -> 
     )
 
 
+def _add_finetune_commands(command: Any) -> None:
+    """Add `finetune` and `jobs` through the main parser's `command` helper (their code,
+    and rich, load only when one of them runs)."""
+    from edgetune.v1 import finetuning_pb2
+
+    finetune = command("finetune", cmd_finetune, client=True)
+    base = finetune.add_mutually_exclusive_group(required=True)
+    base.add_argument(
+        "--base",
+        help="transformers model folder (uploaded when the server cannot read it itself)",
+    )
+    base.add_argument(
+        "--base-model",
+        dest="base_model",
+        metavar="NAME[:VERSION]",
+        help="a repository model to continue from",
+    )
+    finetune.add_argument("--data", required=True, help="training data (.jsonl or .csv)")
+    finetune.add_argument("--name", required=True, help="model name to publish under")
+    finetune.add_argument(
+        "--task", default="", help="task to train; required with --base (see `edgetune plugins`)"
+    )
+    finetune.add_argument("--validation", help="separate validation data file")
+    finetune.add_argument(
+        "--validation-split",
+        dest="validation_split",
+        type=float,
+        default=0.0,
+        help="held-out fraction of the data (default 0.2)",
+    )
+    for flag, kind, default in (
+        ("epochs", int, 0),
+        ("learning-rate", float, 0.0),
+        ("batch-size", int, 0),
+        ("max-length", int, 0),
+        ("warmup-ratio", float, 0.0),
+        ("weight-decay", float, 0.0),
+        ("seed", int, 0),
+        ("patience", int, 0),
+    ):
+        finetune.add_argument(
+            f"--{flag}",
+            dest=flag.replace("-", "_"),
+            type=kind,
+            default=default,
+            help="0: the server's default",
+        )
+    finetune.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        help="hyperparameter search trials (default 6 when no hyperparameter is given; "
+        "1: one run with the hyperparameters given)",
+    )
+    finetune.add_argument(
+        "--time-budget",
+        dest="time_budget",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="minutes the search may take (default: twice its first trial)",
+    )
+    finetune.add_argument(
+        "--search-metric",
+        dest="search_metric",
+        default="",
+        help="validation metric the search maximizes (default: the task's, f1)",
+    )
+    finetune.add_argument(
+        "--no-promote",
+        dest="no_promote",
+        action="store_true",
+        help="publish the version without switching traffic to it",
+    )
+    finetune.add_argument("--idempotency-key", dest="idempotency_key", default="")
+    finetune.add_argument("--detach", action="store_true", help="start the job and return")
+
+    jobs = command("jobs", cmd_jobs, client=True)
+    jobs.add_argument("action", choices=["list", "show", "watch", "cancel"])
+    jobs.add_argument("id", nargs="?", help="job id (show, watch, cancel)")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[state_name(s) for s in finetuning_pb2.JobState.values() if s],
+        help="only jobs in this state (repeatable)",
+    )
+    jobs.add_argument("--limit", type=int, default=50)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Upload data, start a fine-tuning job and follow it to the end."""
+    from edgetune.finetune_cli import cmd_finetune as run
+
+    return run(args)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """List, show, watch or cancel fine-tuning jobs."""
+    from edgetune.finetune_cli import cmd_jobs as run
+
+    return run(args)
+
+
+def state_name(state: int) -> str:
+    """ "running" for JOB_STATE_RUNNING."""
+    from edgetune.v1 import finetuning_pb2
+
+    return str(finetuning_pb2.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="edgetune", description=__doc__)
@@ -405,9 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("name", help="model name")
 
     command("plugins", cmd_plugins, plugins=True)
-    from edgetune.finetune_cli import add_commands
-
-    add_commands(command)
+    _add_finetune_commands(command)
     return parser
 
 

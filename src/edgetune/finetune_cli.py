@@ -8,7 +8,6 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import grpc
 from rich.console import Console, Group, RenderableType
@@ -16,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgetune.cli import client_channel
+from edgetune.cli import client_channel, state_name
 from edgetune.errors import InvalidArgument
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
@@ -24,11 +23,6 @@ from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
 CHUNK = 1 << 20
 FINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 console = Console(highlight=False)
-
-
-def state_name(state: int) -> str:
-    """ "running" for JOB_STATE_RUNNING."""
-    return str(pb.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
 
 
 def upload(
@@ -346,90 +340,3 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             job = stub.CancelJob(pb.CancelJobRequest(id=args.id), timeout=args.timeout)
             console.print(f"job {job.id}: {state_name(job.state)}")
     return 0
-
-
-def add_commands(command: Any) -> None:
-    """Add `finetune` and `jobs` through the main parser's `command` helper."""
-    finetune = command("finetune", cmd_finetune, client=True)
-    base = finetune.add_mutually_exclusive_group(required=True)
-    base.add_argument(
-        "--base",
-        help="transformers model folder (uploaded when the server cannot read it itself)",
-    )
-    base.add_argument(
-        "--base-model",
-        dest="base_model",
-        metavar="NAME[:VERSION]",
-        help="a repository model to continue from",
-    )
-    finetune.add_argument("--data", required=True, help="training data (.jsonl or .csv)")
-    finetune.add_argument("--name", required=True, help="model name to publish under")
-    finetune.add_argument(
-        "--task", default="", help="task to train; required with --base (see `edgetune plugins`)"
-    )
-    finetune.add_argument("--validation", help="separate validation data file")
-    finetune.add_argument(
-        "--validation-split",
-        dest="validation_split",
-        type=float,
-        default=0.0,
-        help="held-out fraction of the data (default 0.2)",
-    )
-    for flag, kind, default in (
-        ("epochs", int, 0),
-        ("learning-rate", float, 0.0),
-        ("batch-size", int, 0),
-        ("max-length", int, 0),
-        ("warmup-ratio", float, 0.0),
-        ("weight-decay", float, 0.0),
-        ("seed", int, 0),
-        ("patience", int, 0),
-    ):
-        finetune.add_argument(
-            f"--{flag}",
-            dest=flag.replace("-", "_"),
-            type=kind,
-            default=default,
-            help="0: the server's default",
-        )
-    finetune.add_argument(
-        "--trials",
-        type=int,
-        default=0,
-        help="hyperparameter search trials (default 6 when no hyperparameter is given; "
-        "1: one run with the hyperparameters given)",
-    )
-    finetune.add_argument(
-        "--time-budget",
-        dest="time_budget",
-        type=float,
-        default=0.0,
-        metavar="MINUTES",
-        help="minutes the search may take (default: twice its first trial)",
-    )
-    finetune.add_argument(
-        "--search-metric",
-        dest="search_metric",
-        default="",
-        help="validation metric the search maximizes (default: the task's, f1)",
-    )
-    finetune.add_argument(
-        "--no-promote",
-        dest="no_promote",
-        action="store_true",
-        help="publish the version without switching traffic to it",
-    )
-    finetune.add_argument("--idempotency-key", dest="idempotency_key", default="")
-    finetune.add_argument("--detach", action="store_true", help="start the job and return")
-
-    jobs = command("jobs", cmd_jobs, client=True)
-    jobs.add_argument("action", choices=["list", "show", "watch", "cancel"])
-    jobs.add_argument("id", nargs="?", help="job id (show, watch, cancel)")
-    jobs.add_argument(
-        "--state",
-        action="append",
-        default=[],
-        choices=[state_name(s) for s in pb.JobState.values() if s],
-        help="only jobs in this state (repeatable)",
-    )
-    jobs.add_argument("--limit", type=int, default=50)

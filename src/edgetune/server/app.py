@@ -23,7 +23,6 @@ from edgetune.server.finetuning import FineTuningServicer
 from edgetune.server.interceptors import AuthInterceptor, ErrorInterceptor
 from edgetune.server.kserve import KServeServicer, ServerState
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
-from edgetune.server.telemetry import Metrics, TelemetryInterceptor
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.serving.session import physical_cores
@@ -141,8 +140,11 @@ async def start_server(
     registry = ModelRegistry(repository, plugins, settings)
     registry.listeners.append(ModelHealth(health_servicer, registry))
     await asyncio.to_thread(registry.check_pinned)
-    metrics = Metrics(registry, settings.jobs_dir / "jobs.db") if settings.metrics_port else None
-    if metrics is not None:
+    metrics = None
+    if settings.metrics_port:
+        from edgetune.server.telemetry import Metrics  # prometheus-client only when asked
+
+        metrics = Metrics(registry, settings.jobs_dir / "jobs.db")
         registry.observer = metrics
     own_provider = None
     if tracer_provider is None:
@@ -158,6 +160,8 @@ async def start_server(
         # First, so a refused call never reaches a (cached, wrapped) handler.
         interceptors.insert(0, AuthInterceptor(authenticator))
     if metrics is not None or settings.access_log != "off" or tracer_provider is not None:
+        from edgetune.server.telemetry import TelemetryInterceptor
+
         # Outermost, so refused and failed calls are counted, logged and traced too.
         interceptors.insert(0, TelemetryInterceptor(metrics, settings.access_log, tracer_provider))
     server = aio.server(
@@ -232,7 +236,10 @@ async def start_server(
 
     async def load_models() -> None:
         started = time.perf_counter()
-        await registry.load_at_startup(settings.model_control)
+        try:
+            await registry.load_at_startup(settings.model_control)
+        except Exception:  # a bug, not a model that failed (those are logged and skipped)
+            log.exception("start-up loading failed; models load on their first request")
         state.starting = False
         if not state.draining:
             await health_servicer.set("", SERVING)
