@@ -125,6 +125,7 @@ class Metrics(Observer):
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self._runs: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._calls: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
 
     def batch_ran(self, version: ModelVersion, timing: Timing) -> None:
         children = self._runs.get(version.key)
@@ -147,11 +148,19 @@ class Metrics(Observer):
 
     def call_ended(self, method: str, record: CallRecord, code: str, seconds: float) -> None:
         """Count one RPC."""
-        labels = (method, record.model, record.version)
-        self.requests.labels(*labels, code).inc()
-        self.request_duration.labels(*labels).observe(seconds)
+        key = (method, record.model, record.version, code)
+        children = self._calls.get(key)
+        if children is None:  # label sets are bounded, so this cache is too
+            children = self._calls[key] = (
+                self.requests.labels(*key),
+                self.request_duration.labels(*key[:3]),
+                self.queue_duration.labels(*key[1:3]),
+            )
+        count, duration, queue = children
+        count.inc()
+        duration.observe(seconds)
         if record.inputs:
-            self.queue_duration.labels(record.model, record.version).observe(record.queue_s)
+            queue.observe(record.queue_s)
 
     def serve(self, settings: Settings) -> Any:
         """Start the HTTP endpoint on settings.host:settings.metrics_port (TLS when the
