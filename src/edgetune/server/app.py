@@ -221,18 +221,6 @@ async def start_server(
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise Unavailable(f"cannot listen on {address}: {exc}") from None
-    metrics_server = metrics.serve(settings) if metrics is not None else None
-    await server.start()
-    await jobs.start()
-    for name in SERVICE_NAMES:
-        await health_servicer.set(name, SERVING)
-    log.info(
-        "edgetune serving on %s:%d (providers: %s); loading models (model_control=%s)",
-        settings.host,
-        port,
-        ", ".join(registry.providers),
-        settings.model_control,
-    )
 
     async def load_models() -> None:
         started = time.perf_counter()
@@ -249,6 +237,25 @@ async def start_server(
             time.perf_counter() - started,
         )
 
+    # Loading starts now, in threads, while the server binds and the job store recovers.
+    startup = asyncio.create_task(load_models())
+    try:
+        metrics_server = metrics.serve(settings) if metrics is not None else None
+        await server.start()
+        await jobs.start()
+    except BaseException:
+        startup.cancel()
+        raise
+    for name in SERVICE_NAMES:
+        await health_servicer.set(name, SERVING)
+    log.info(
+        "edgetune serving on %s:%d (providers: %s); loading models (model_control=%s)",
+        settings.host,
+        port,
+        ", ".join(registry.providers),
+        settings.model_control,
+    )
+
     running = RunningServer(
         server,
         port,
@@ -257,7 +264,7 @@ async def start_server(
         executor,
         jobs,
         state,
-        asyncio.create_task(load_models()),
+        startup,
         metrics_server,
         own_provider,
     )
