@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
 from pathlib import Path
 
 from edgetune.settings import Settings
@@ -17,8 +19,26 @@ def test_every_setting_is_documented() -> None:
         if f"`EDGETUNE_{name.upper()}`" not in README
     ]
     assert not missing, f"README lacks {missing}"
-    undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
+    documented = field_docstrings()
+    undocumented = [name for name in Settings.model_fields if not documented.get(name)]
     assert not undocumented, f"settings without a docstring: {undocumented}"
+
+
+def field_docstrings() -> dict[str, str]:
+    """The docstring under each field of Settings, read from its source."""
+    tree = ast.parse((ROOT / "src" / "edgetune" / "settings.py").read_text())
+    settings = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
+    docs = {}
+    for field, after in itertools.pairwise(settings.body):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[field.target.id] = after.value.value
+    return docs
 
 
 def test_readme_first_screen_has_the_run_and_test_commands() -> None:

@@ -19,9 +19,10 @@ def default_home() -> Path:
 class Settings(BaseSettings):
     """edgetune settings. Each field is also the environment variable EDGETUNE_<FIELD>."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="EDGETUNE_", use_attribute_docstrings=True, extra="ignore"
-    )
+    # The docstrings under each field document it (README and tests/test_docs.py read
+    # them); pydantic's use_attribute_docstrings would parse this file's source at every
+    # start (60 ms of the server's start-up), so it stays off.
+    model_config = SettingsConfigDict(env_prefix="EDGETUNE_", extra="ignore")
 
     home: Path = Field(default_factory=default_home)
     """Folder holding the model repository (`<home>/models/<name>/<version>/`)."""
