@@ -99,6 +99,57 @@ class _with_stderr:
         os.close(self.saved)
 
 
+def per_call_cost(calls: int) -> dict[str, float]:
+    """Microseconds of telemetry work per call, in this process: the interceptor's begin
+    and end around a call record filled as the serving path fills it, with nothing on,
+    metrics, the JSON request log (to /dev/null, through the usual root handler), both.
+    The end-to-end comparison above is noisy on shared cores; this is what it costs."""
+    import logging
+
+    from edgetune.server.telemetry import Metrics, TelemetryInterceptor
+    from edgetune.serving.observe import CURRENT_CALL, Timing
+
+    class Context:
+        def code(self) -> None:
+            return None
+
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:5555"
+
+    class NoModels:
+        loaded: dict[Any, Any] = {}  # noqa: RUF012
+        budget_bytes = 0
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    costs = {}
+    try:
+        for name, metrics, log in (
+            ("off", False, "off"),
+            ("metrics", True, "off"),
+            ("log", False, "json"),
+            ("metrics+log", True, "json"),
+        ):
+            observer = Metrics(NoModels(), Path(os.devnull)) if metrics else None  # type: ignore[arg-type]
+            interceptor = TelemetryInterceptor(observer, log)
+            context = Context()
+            started = time.perf_counter()
+            for _ in range(calls):
+                call = interceptor._begin("edgetune.v1.Inference", "Classify", context)
+                record = CURRENT_CALL.get()
+                assert record is not None
+                record.model, record.version = "news", "1"
+                now = time.time_ns()
+                record.ran(1, now, Timing(now, now, now, 1))
+                interceptor._end(call, context, failed=False)
+            costs[name] = (time.perf_counter() - started) / calls * 1e6
+    finally:
+        root.removeHandler(handler)
+    return costs
+
+
 def launch_to_ready(home: Path, model: str, control: str) -> float:
     """Seconds from starting `edgetune serve` to ServerReady (all) or a first answer (lazy)."""
     port = free_port()
@@ -168,6 +219,7 @@ def main() -> None:
                 shutil.rmtree(home / "models" / other)
         results["model"] = model
         results["overhead"] = overhead(home, model, args.rounds, args.requests, home / "access.log")
+        results["per_call_us"] = per_call_cost(200 if args.smoke else 20000)
         results["launch_to_ready_s"] = {
             control: [launch_to_ready(home, model, control) for _ in range(args.launches)]
             for control in ("all", "lazy")
@@ -181,6 +233,11 @@ def main() -> None:
     print(
         f"metrics+log / plain: p50 {o['p50_ratio']:.3f}, c32 throughput {o['c32_ratio']:.3f} "
         f"({o['request_log_lines']} request-log lines written)"
+    )
+    cost = results["per_call_us"]
+    print(
+        "telemetry work per call, in process: "
+        + ", ".join(f"{name} {us:.1f} us" for name, us in cost.items())
     )
     for control, seconds in results["launch_to_ready_s"].items():
         what = "ServerReady (model loaded, warm)" if control == "all" else "first answer"

@@ -68,6 +68,7 @@ def test_operating_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     assert set(figures["overhead"]["medians"]) == {"plain", "metrics+log"}
     assert figures["overhead"]["request_log_lines"] > 0  # the log was on and written
     assert set(figures["launch_to_ready_s"]) == {"all", "lazy"}
+    assert set(figures["per_call_us"]) == {"off", "metrics", "log", "metrics+log"}
     assert "metrics+log / plain" in result.stdout
 
 
