@@ -98,8 +98,13 @@ async def test_an_idle_model_runs_at_once_unless_asked_to_wait(executor) -> None
     b = batcher(model, executor)
     await b.submit([Text("alone")], 0)
     assert model.batches == [["alone"]]
-    waiting = batcher(model, executor, delay=0.2)
-    together = await asyncio.gather(waiting.submit([Text("x")], 0), waiting.submit([Text("y")], 0))
+    # "y" arrives after "x" started waiting: only a batcher that waits for company puts
+    # them in one run (the sleep is the arrival gap under test, well inside the 2 s wait).
+    waiting = batcher(model, executor, delay=2.0)
+    first = asyncio.ensure_future(waiting.submit([Text("x")], 0))
+    await asyncio.sleep(0.05)
+    assert not model.batches[1:]  # "x" is still waiting, not run alone
+    together = await asyncio.gather(first, waiting.submit([Text("y")], 0))
     assert len(together) == 2 and model.batches[-1] == ["x", "y"]
 
 

@@ -79,6 +79,19 @@ async def test_inline_examples_count_against_the_quota_and_refused_jobs_store_no
             assert "base_path" in bad_base.value.details()
             assert "/etc" in bad_base.value.details()
             assert stored_bytes(settings) == 0  # refused before anything was stored
+            with pytest.raises(aio.AioRpcError) as bad_split:
+                await stub.CreateJob(
+                    pb.CreateJobRequest(
+                        task=TASK,
+                        base_path=str(tiny_bert),
+                        examples=pb.Examples(examples=rows[:20]),
+                        validation_split=0.9,
+                        model_name="m",
+                    )
+                )
+            assert bad_split.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "validation_split" in bad_split.value.details()
+            assert stored_bytes(settings) == 0  # the last field checked before storing
             with pytest.raises(aio.AioRpcError) as over:
                 await stub.CreateJob(
                     pb.CreateJobRequest(

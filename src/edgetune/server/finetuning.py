@@ -30,6 +30,8 @@ Context = Any  # grpc.aio.ServicerContext
 MAX_PAGE_SIZE = 500
 MAX_PATH_CHARS = 4096
 DEFAULT_TRIALS = SearchSpec.model_fields["trials"].default
+PENDING_DATASET = "ds_" + "0" * 20
+"""Stands for inline examples not stored yet, while the rest of a job spec is checked."""
 
 
 STATES = {state: pb.JobState.Value(f"JOB_STATE_{state.name}") for state in JobState}
@@ -224,6 +226,7 @@ class FineTuningServicer(finetuning_pb2_grpc.FineTuningServicer):
                 ]
                 if not rows:
                     raise InvalidArgument("examples is empty")
+                _job_spec(fields | {"dataset_id": PENDING_DATASET})  # every other field first
                 stored = await asyncio.to_thread(self.datasets.add_examples, rows, task)
                 fields["dataset_id"] = stored.id
             case _:
