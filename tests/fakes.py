@@ -6,7 +6,9 @@ import json
 import os
 import random
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SENTIMENT_PLUGIN = """
 import edgetune
@@ -69,3 +71,34 @@ def alive(pid: int) -> bool:
         return "State:\tZ" not in status.read_text()
     except FileNotFoundError:
         return False
+
+
+def scrape_metrics(port: int) -> dict[str, list[Any]]:
+    """Samples of every metric family on a server's Prometheus /metrics, by family name."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def publish_copy(
+    repository: Any,
+    source: Any,
+    name: str,
+    change: Callable[[Path], None] | None = None,
+    **manifest: Any,
+) -> Any:
+    """Publish a copy of the version `source` as model `name` (its files, its manifest with
+    `manifest` fields replaced), after `change(staged_folder)` when given."""
+    import shutil
+
+    with repository.staging() as staged:
+        for item in source.path.iterdir():
+            if item.is_file() and item.name != "manifest.json":
+                shutil.copy2(item, staged / item.name)
+        if change is not None:
+            change(staged)
+        return repository.publish(name, staged, source.manifest.model_copy(update=manifest))

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
 import pytest
+from fakes import publish_copy
 
 from edgetune.client import free_port, wait_until_serving
 from edgetune.store import ModelRepository
@@ -57,16 +57,12 @@ def test_a_serving_only_install_serves_and_refuses_fine_tuning(
     from edgetune.exporters.quantize import quantize_dynamic
 
     repository = ModelRepository(home / "models")
-    tiny = repository.resolve("tiny")
-    with repository.staging() as staged:
-        for item in tiny.path.iterdir():
-            if item.is_file() and item.name != "manifest.json":
-                shutil.copy2(item, staged / item.name)
+
+    def quantize(staged: Path) -> None:
         quantize_dynamic(staged, "model.onnx", "model.q.onnx")
         (staged / "model.q.onnx").replace(staged / "model.onnx")
-        repository.publish(
-            "tiny-int8", staged, tiny.manifest.model_copy(update={"format": "onnx-int8"})
-        )
+
+    publish_copy(repository, repository.resolve("tiny"), "tiny-int8", quantize, format="onnx-int8")
 
     edgetune = serving_venv / "bin" / "edgetune"
     env = {

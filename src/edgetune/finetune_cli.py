@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edgetune.cli import client_channel, state_name
 from edgetune.errors import InvalidArgument
+from edgetune.store.manifest import sha256_of
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
 
@@ -56,7 +57,7 @@ def upload_base(stub: finetuning_pb2_grpc.FineTuningStub, folder: Path, timeout:
         p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(ALLOWED_SUFFIXES)
     )
     declared = [
-        pb.BaseFile(name=p.name, size_bytes=p.stat().st_size, sha256=_sha256(p)) for p in files
+        pb.BaseFile(name=p.name, size_bytes=p.stat().st_size, sha256=sha256_of(p)) for p in files
     ]
     digest = hashlib.sha256("\n".join(f"{f.name} {f.sha256}" for f in declared).encode())
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip(".-_")[:100] or "base"
@@ -76,14 +77,6 @@ def upload_base(stub: finetuning_pb2_grpc.FineTuningStub, folder: Path, timeout:
     base: pb.Base = stub.UploadBase(messages())
     console.print(f"uploaded {folder} as base {base.name} ({base.size_bytes / 2**20:.1f} MiB)")
     return base.name
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _create_job(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from client_tools import ROOT, require, run
+from fakes import publish_copy
 from grpc import aio
 
 from edgetune.server.app import RunningServer, start_server
@@ -23,15 +24,13 @@ TEXTS = ["the movie was good", "terrible acting", "i love this film"]
 def with_broken(repository: ModelRepository) -> None:
     """A second model, "broken", whose model.onnx no longer matches its manifest: it fails
     to load at start-up."""
-    tiny = repository.resolve("tiny")
-    with repository.staging() as staged:
-        for item in tiny.path.iterdir():
-            if item.is_file() and item.name != "manifest.json":
-                shutil.copy2(item, staged / item.name)
+
+    def corrupt(staged: Path) -> None:
         with (staged / "model.onnx").open("r+b") as f:
             f.seek(100)
             f.write(b"corrupt")
-        repository.publish("broken", staged, tiny.manifest)
+
+    publish_copy(repository, repository.resolve("tiny"), "broken", corrupt)
 
 
 @pytest.fixture

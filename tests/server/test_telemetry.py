@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -19,25 +18,20 @@ from typing import Any
 
 import grpc
 import pytest
+from fakes import scrape_metrics
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 
+from edgetune.client import free_port
 from edgetune.server.app import RunningServer, start_server
 from edgetune.tracing import tracer_provider_from_env
 from edgetune.v1 import inference_pb2 as ipb
 from edgetune.v1 import inference_pb2_grpc
 
 SECRET = "the quarterly numbers are confidential"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -57,13 +51,6 @@ async def classify(port: int, model: str = "tiny", text: str = SECRET, **kwargs:
         return await stub.Classify(request, **kwargs)
 
 
-def scrape(port: int) -> dict[str, list[Any]]:
-    """Samples of every metric family on the server's /metrics, by family name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
-
-
 def value(samples: list[Any], name: str, **labels: str) -> float:
     return sum(
         s.value
@@ -78,7 +65,7 @@ async def test_metrics_count_requests_batches_and_loads(observed) -> None:
     with pytest.raises(aio.AioRpcError) as unknown:
         await classify(observed.port, model="no-such-model-" + "x" * 50)
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
-    families = await asyncio.to_thread(scrape, observed.metrics_port)
+    families = await asyncio.to_thread(scrape_metrics, observed.metrics_port)
 
     requests = families["edgetune_requests"]
     labels = {"method": "Classify", "model": "tiny", "version": "1"}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
 import pytest
+from fakes import publish_copy
 from grpc import aio
 
 from edgetune.errors import NotFound
@@ -29,11 +29,7 @@ def copies(repository: ModelRepository) -> int:
     """Models a, b and c: copies of the tiny model. Returns the size of one model.onnx."""
     tiny = repository.resolve("tiny")
     for name in "abc":
-        with repository.staging() as staged:
-            for item in tiny.path.iterdir():
-                if item.is_file() and item.name != "manifest.json":
-                    shutil.copy2(item, staged / item.name)
-            repository.publish(name, staged, tiny.manifest)
+        publish_copy(repository, tiny, name)
     return tiny.model_file_bytes
 
 

@@ -5,17 +5,15 @@ trace of the CreateJob call, and the job metrics count its epochs."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fakes import jsonl, sentiment_rows
+from fakes import jsonl, scrape_metrics, sentiment_rows
 from grpc import aio
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
+from edgetune.client import free_port
 from edgetune.server.app import start_server
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc
@@ -52,18 +50,6 @@ async def collector(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Collector]
     await server.stop(0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, list[Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
-
-
 async def upload_messages(data: bytes) -> AsyncIterator[pb.UploadDatasetRequest]:
     header = pb.DatasetHeader(task="text-classification", filename="train.jsonl")
     yield pb.UploadDatasetRequest(header=header)
@@ -92,7 +78,7 @@ async def test_a_jobs_phases_join_the_create_job_trace(
                 pass
             final = await stub.GetJob(pb.GetJobRequest(id=job.id))
             assert final.state == pb.JOB_STATE_SUCCEEDED, final.error
-            families = await asyncio.to_thread(scrape, running.metrics_port)
+            families = await asyncio.to_thread(scrape_metrics, running.metrics_port)
     finally:
         await running.stop(0)  # flushes the server's spans to the collector
 

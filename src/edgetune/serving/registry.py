@@ -135,10 +135,9 @@ class ModelRegistry:
         every model (most recently published first) that fits the memory budget without
         evicting one loaded before it. A version that cannot load is logged and left
         FAILED; one that does not fit stays AVAILABLE (it loads on its first request)."""
-        wanted: list[tuple[str, str]] = []
-        for pinned in sorted(self._pinned):
-            name, _, spec = pinned.partition(":")
-            wanted.append((name, spec))
+        wanted = []  # (the route it serves, the version), pinned first
+        for route in self._pinned_specs():  # they resolved when the server started
+            wanted.append((route, await asyncio.to_thread(self.repository.resolve, *route)))
         if model_control == "all":
             latest = []
             for name in await asyncio.to_thread(self.repository.model_names):
@@ -148,18 +147,24 @@ class ModelRegistry:
                     log.error("model %r cannot be loaded at start-up: %s", name, exc.message)
             latest.sort(key=_published, reverse=True)
             # Routed as `latest`, as a request without a version would route it.
-            wanted += [(version.name, "") for version in latest]
-        for name, spec in wanted:
+            wanted += [((version.name, LATEST), version) for version in latest]
+        for route, version in wanted:
+            if version.key in self._loaded:
+                continue
             try:
-                version = await asyncio.to_thread(self.repository.resolve, name, spec)
-                if version.key in self._loaded:
-                    continue
                 served = await self._ensure_loaded(version, evict=False)
-                self._routes.setdefault((name, spec or LATEST), served)
             except ResourceExhausted as exc:
                 log.warning("not loaded at start-up: %s", exc.message)
+                continue
             except EdgetuneError as exc:
-                log.error("model %s:%s failed to load at start-up: %s", name, spec, exc.message)
+                log.error(
+                    "model %s:%d failed to load at start-up: %s",
+                    version.name,
+                    version.version,
+                    exc.message,
+                )
+                continue
+            self._routes.setdefault(route, served)
 
     def check_pinned(self) -> None:
         """Resolve every pinned model, so a name or version that does not exist stops the
@@ -167,9 +172,16 @@ class ModelRegistry:
 
         :raises NotFound: naming the pinned model or version.
         """
+        for name, spec in self._pinned_specs():
+            self.repository.resolve(name, spec)
+
+    def _pinned_specs(self) -> list[tuple[str, str]]:
+        """(name, version-or-alias) of each pinned model; `latest` when only a name."""
+        specs = []
         for pinned in sorted(self._pinned):
             name, _, spec = pinned.partition(":")
-            self.repository.resolve(name, spec)
+            specs.append((name, spec or LATEST))
+        return specs
 
     async def get(self, name: str, spec: str = "") -> ServedModel:
         """The model a request for (name, spec) runs on, loading it on first use."""

@@ -10,7 +10,9 @@ safetensors; pickle weights are refused naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO
 
 from edgetune.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, quoted
 from edgetune.exporters.onnx import check_model_folder
+from edgetune.store.manifest import sha256_of
 from edgetune.training.datasets import MIB, folder_bytes
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -29,6 +32,9 @@ ALLOWED_SUFFIXES = (".json", ".txt", ".model", ".safetensors")
 """File kinds a base may hold: none of them is loaded with pickle."""
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".h5", ".msgpack", ".npz")
 UPLOADS = ".uploads"
+RECORDS = ".records"
+"""`<root>/.records/<name>.json`: an uploaded base's checked files, so listing it does not
+hash gigabytes again."""
 MAX_FILES = 64
 
 
@@ -188,6 +194,9 @@ class BaseStore:
             os.rename(upload.folder, target)  # atomic; fails when the name was taken since
         except OSError:
             raise AlreadyExists(f"a base named {upload.name!r} exists") from None
+        record = self.root / RECORDS / f"{upload.name}.json"
+        record.parent.mkdir(exist_ok=True)
+        record.write_text(json.dumps([dataclasses.asdict(f) for f in upload.files]))
         return BaseInfo(upload.name, upload.files)
 
     def discard(self, upload: BaseUpload) -> None:
@@ -230,13 +239,21 @@ class BaseStore:
         if not folder.is_dir():
             raise NotFound(f"base {name!r} not found")
         shutil.rmtree(folder)
+        (self.root / RECORDS / f"{name}.json").unlink(missing_ok=True)
 
     def _info(self, folder: Path) -> BaseInfo:
-        files = []
-        for path in sorted(p for p in folder.iterdir() if p.is_file()):
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            files.append(BaseFileInfo(path.name, path.stat().st_size, digest.hexdigest()))
+        """The base's files: from its upload record while the folder still holds exactly
+        those files (names and sizes), else hashed now (a folder put there by hand)."""
+        on_disk = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+        record = self.root / RECORDS / f"{folder.name}.json"
+        try:
+            recorded = [BaseFileInfo(**f) for f in json.loads(record.read_text())]
+        except (OSError, ValueError, TypeError):
+            recorded = []
+        if recorded and on_disk == {f.name: f.size_bytes for f in recorded}:
+            return BaseInfo(folder.name, recorded)
+        files = [
+            BaseFileInfo(name, size, sha256_of(folder / name))
+            for name, size in sorted(on_disk.items())
+        ]
         return BaseInfo(folder.name, files)
