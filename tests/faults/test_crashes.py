@@ -18,8 +18,8 @@ from fakes import sentiment_rows
 from server_process import ServerProcess, alive, check_repository, staging_leftovers, wait_gone
 from server_process import watch_until as watch_events
 
+from edgetune.training.jobstore import JobStore
 from edgetune.training.spec import JobState
-from edgetune.training.store import JobStore
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb

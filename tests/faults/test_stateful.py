@@ -37,9 +37,9 @@ from server_process import ServerProcess, staging_leftovers, wait_gone
 from edgetune.store import ModelRepository
 from edgetune.store.manifest import Manifest
 from edgetune.training.datasets import folder_bytes
+from edgetune.training.jobstore import JobStore
 from edgetune.training.results import find_published
 from edgetune.training.spec import JobState
-from edgetune.training.store import JobStore
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, models_pb2_grpc
 from edgetune.v1 import models_pb2 as mpb

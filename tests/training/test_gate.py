@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from edgetune.errors import FailedPrecondition
+from edgetune.exporters import gate as int8_gate
 from edgetune.exporters.onnx import export_onnx
 from edgetune.plugins.text_classification import TextClassification
 from edgetune.settings import Settings
 from edgetune.store import Manifest
-from edgetune.training import pipeline
 
 task = TextClassification()
 ROWS = [{"text": "good fun", "label": "positive"}, {"text": "bad plot", "label": "negative"}]
@@ -40,24 +40,33 @@ def scored(accuracies: dict[str, float]):
 
 def gate(exported, settings: Settings):
     folder, manifest = exported
-    return pipeline.choose_int8(task, settings, folder, manifest, {"accuracy": 1.0}, ROWS, [1, 0])
+    return int8_gate.choose_int8(
+        task,
+        folder,
+        manifest,
+        {"accuracy": 1.0},
+        ROWS,
+        [1, 0],
+        budget=settings.max_accuracy_drop,
+        on_failure=settings.gate_failure,
+    )
 
 
 def test_the_fused_graph_wins_when_it_holds_accuracy(exported, monkeypatch) -> None:
     monkeypatch.setattr(
-        pipeline, "evaluate", scored({pipeline.FUSED_FILE: 0.995, pipeline.INT8_FILE: 1.0})
+        int8_gate, "evaluate", scored({int8_gate.FUSED_FILE: 0.995, int8_gate.INT8_FILE: 1.0})
     )
     chosen, metrics, verdict = gate(exported, Settings())
-    assert chosen == pipeline.FUSED_FILE and metrics == {"accuracy": 0.995}
+    assert chosen == int8_gate.FUSED_FILE and metrics == {"accuracy": 0.995}
     assert "published fused int8" in verdict
 
 
 def test_plain_int8_when_the_fused_graph_loses_accuracy(exported, monkeypatch) -> None:
     monkeypatch.setattr(
-        pipeline, "evaluate", scored({pipeline.FUSED_FILE: 0.95, pipeline.INT8_FILE: 0.995})
+        int8_gate, "evaluate", scored({int8_gate.FUSED_FILE: 0.95, int8_gate.INT8_FILE: 0.995})
     )
     chosen, _, verdict = gate(exported, Settings())
-    assert chosen == pipeline.INT8_FILE
+    assert chosen == int8_gate.INT8_FILE
     assert (
         "fused int8 accuracy 0.9500 (drop 5.00 points)" in verdict and "published int8" in verdict
     )
@@ -65,7 +74,7 @@ def test_plain_int8_when_the_fused_graph_loses_accuracy(exported, monkeypatch) -
 
 def test_fp32_or_failure_when_no_int8_model_holds(exported, monkeypatch) -> None:
     monkeypatch.setattr(
-        pipeline, "evaluate", scored({pipeline.FUSED_FILE: 0.9, pipeline.INT8_FILE: 0.97})
+        int8_gate, "evaluate", scored({int8_gate.FUSED_FILE: 0.9, int8_gate.INT8_FILE: 0.97})
     )
     chosen, metrics, verdict = gate(exported, Settings())
     assert chosen is None and metrics == {"accuracy": 0.9}
@@ -75,4 +84,4 @@ def test_fp32_or_failure_when_no_int8_model_holds(exported, monkeypatch) -> None
     ):
         gate(exported, Settings(gate_failure="fail"))
     chosen, _, _ = gate(exported, Settings(max_accuracy_drop=0.05))
-    assert chosen == pipeline.INT8_FILE
+    assert chosen == int8_gate.INT8_FILE

@@ -19,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_finetune import FAST, upload, watch_to_end
 
 from edgetune.client import free_port, wait_until_serving
+from edgetune.training.jobstore import JobStore
 from edgetune.training.spec import JobState
-from edgetune.training.store import JobStore
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb

@@ -138,9 +138,9 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
     import optuna
 
     from edgetune.settings import Settings
+    from edgetune.training.jobstore import JobStore
     from edgetune.training.search import Search
     from edgetune.training.spec import Hyperparameters, SearchSpec
-    from edgetune.training.store import JobStore
 
     settings = Settings(home=tmp_path)
     settings.jobs_dir.mkdir(parents=True)
@@ -182,9 +182,9 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
 
 def test_a_search_whose_trials_all_fail_gives_up(tmp_path: Path) -> None:
     from edgetune.settings import Settings
+    from edgetune.training.jobstore import JobStore
     from edgetune.training.search import MAX_FAILURES, Search
     from edgetune.training.spec import Hyperparameters, SearchSpec
-    from edgetune.training.store import JobStore
 
     settings = Settings(home=tmp_path)
     settings.jobs_dir.mkdir(parents=True)
@@ -317,7 +317,7 @@ def test_kill_9_during_a_search_resumes_from_the_finished_trials(
 ) -> None:
     from faults.server_process import ServerProcess, alive, wait_gone, watch_until
 
-    from edgetune.training.store import JobStore
+    from edgetune.training.jobstore import JobStore
 
     home = tmp_path / "home"
     shutil.copytree(seeded_models, home / "models")

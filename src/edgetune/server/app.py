@@ -32,7 +32,7 @@ from edgetune.tracing import tracer_provider_from_env
 from edgetune.training.bases import BaseStore
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.jobs import JobManager
-from edgetune.training.store import JobStore
+from edgetune.training.jobstore import JobStore
 from edgetune.v1 import (
     finetuning_pb2,
     finetuning_pb2_grpc,

@@ -14,6 +14,7 @@ from edgetune.extras import require_train
 from edgetune.training.bases import BaseFileInfo, BaseInfo, BaseStore, BaseUpload
 from edgetune.training.datasets import MIB, DatasetInfo, DatasetStore, folder_bytes
 from edgetune.training.jobs import JobManager
+from edgetune.training.jobstore import Event, Job
 from edgetune.training.spec import (
     SEARCHABLE,
     Hyperparameters,
@@ -22,7 +23,6 @@ from edgetune.training.spec import (
     Range,
     SearchSpec,
 )
-from edgetune.training.store import Event, Job
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc
 

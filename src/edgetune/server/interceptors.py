@@ -22,8 +22,8 @@ from edgetune.errors import (
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
-    status_of,
 )
+from edgetune.server.status import status_of
 
 log = logging.getLogger(__name__)
 Handler = Any  # grpc.RpcMethodHandler

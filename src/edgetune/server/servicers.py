@@ -12,11 +12,12 @@ from typing import Any
 import onnxruntime as ort
 
 import edgetune
-from edgetune.errors import EdgetuneError, InvalidArgument, NotFound, quoted, status_of
+from edgetune.errors import EdgetuneError, InvalidArgument, NotFound, quoted
 from edgetune.extras import capabilities, require_train
 from edgetune.plugins.manager import Plugins
 from edgetune.server import convert
 from edgetune.server.kserve import ServerState
+from edgetune.server.status import status_of
 from edgetune.serving.memory import resident_bytes
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService

@@ -23,10 +23,10 @@ from edgetune.store.manifest import utc_now
 from edgetune.store.repository import check_name
 from edgetune.tracing import TRACEPARENT, traceparent
 from edgetune.training.datasets import DatasetStore
+from edgetune.training.jobstore import Event, Job, JobStore
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.results import find_published, result_of
 from edgetune.training.spec import ACTIVE_STATES, JobSpec, JobState
-from edgetune.training.store import Event, Job, JobStore
 
 log = logging.getLogger(__name__)
 WATCH_POLL_S = 0.25

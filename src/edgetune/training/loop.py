@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from edgetune.task import IGNORE_INDEX, Task, pad_to_longest
+from edgetune.training.jobstore import Checkpoint
 from edgetune.training.spec import Hyperparameters
-from edgetune.training.store import Checkpoint
 
 log = logging.getLogger(__name__)
 

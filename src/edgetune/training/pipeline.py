@@ -13,11 +13,10 @@ from typing import Any
 
 from opentelemetry import trace
 
-from edgetune.errors import FailedPrecondition, ResourceExhausted
+from edgetune.errors import ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
+from edgetune.exporters.gate import FP32_FILE, FUSED_FILE, INT8_FILE, choose_int8
 from edgetune.exporters.onnx import export_onnx
-from edgetune.exporters.optimize import can_fuse, fuse_and_quantize
-from edgetune.exporters.quantize import quantize_dynamic
 from edgetune.plugins.manager import Plugins
 from edgetune.settings import Settings
 from edgetune.store import Manifest, ModelRepository
@@ -25,21 +24,17 @@ from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.faults import NO_FAULTS, Faults
+from edgetune.training.jobstore import Checkpoint, Job, JobStore
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.report import comparison, job_baseline
 from edgetune.training.results import find_published, result_of
 from edgetune.training.search import Search, checkpoint_of, data_max_length, progress_data
 from edgetune.training.spec import Hyperparameters, JobSpec, JobState
-from edgetune.training.store import Checkpoint, Job, JobStore
 
 tracer = trace.get_tracer("edgetune.training")
 """Spans of a job's phases (no-ops unless the process set a tracer provider)."""
 log = logging.getLogger(__name__)
-
-FP32_FILE = "model.fp32.onnx"
-INT8_FILE = "model.int8.onnx"
-FUSED_FILE = "model.int8-fused.onnx"
 
 
 class StoreReporter(Reporter):
@@ -363,7 +358,14 @@ def publish(
             fp32 = evaluate(task, staged, MODEL_FILE, manifest, val_rows, val_label_ids)
             manifest.task_options = task.calibrate(manifest.task_options, fp32)
             chosen, int8, gate = choose_int8(
-                task, settings, staged, manifest, fp32, val_rows, val_label_ids
+                task,
+                staged,
+                manifest,
+                fp32,
+                val_rows,
+                val_label_ids,
+                budget=settings.max_accuracy_drop,
+                on_failure=settings.gate_failure,
             )
         if chosen is not None:
             (staged / MODEL_FILE).rename(staged / FP32_FILE)
@@ -411,60 +413,3 @@ def out_of_space(exc: BaseException) -> str | None:
                 return message
         current = current.__cause__ or current.__context__
     return None
-
-
-def choose_int8(
-    task: Task,
-    settings: Settings,
-    folder: Path,
-    manifest: Manifest,
-    fp32: dict[str, float],
-    val_rows: Sequence[Mapping[str, Any]],
-    val_label_ids: Sequence[Any],
-) -> tuple[str | None, dict[str, float], str]:
-    """Quantize the fp32 export two ways (fused graph first, it is faster; plain second)
-    and keep the first whose gate metric is within the budget of fp32's.
-
-    :return: (file to publish or None for fp32, its metrics, what the gate decided).
-    :raises FailedPrecondition: no int8 model passes and the gate is set to fail.
-    """
-    metric, budget = task.gate_metric, settings.max_accuracy_drop
-    candidates: list[tuple[str, str, Callable[[Path, str, str], str]]] = []
-    if can_fuse(folder):
-        candidates.append(("fused int8", FUSED_FILE, fuse_and_quantize))
-    candidates.append(("int8", INT8_FILE, quantize_dynamic))
-    verdicts: list[str] = []
-    tried: dict[str, float] = {}
-    for label, name, make in candidates:
-        try:
-            cpu = make(folder, MODEL_FILE, name)
-        except FailedPrecondition as exc:
-            return None, {}, f"not quantized: {exc.message}; published fp32"
-        metrics = evaluate(task, folder, name, manifest, val_rows, val_label_ids)
-        drop = fp32[metric] - metrics[metric]
-        verdicts.append(f"{label} {metric} {metrics[metric]:.4f} (drop {drop * 100:.2f} points)")
-        tried = tried or metrics
-        if drop <= budget:
-            summary = "; ".join(verdicts)
-            return (
-                name,
-                metrics,
-                (
-                    f"fp32 {metric} {fp32[metric]:.4f}; {summary}; budget "
-                    f"{budget * 100:.2f} points: published {label} ({cpu})"
-                ),
-            )
-    summary = "; ".join(verdicts)
-    if settings.gate_failure == "fail":
-        raise FailedPrecondition(
-            f"accuracy gate: fp32 {metric} {fp32[metric]:.4f}; {summary}; "
-            f"over the budget of {budget * 100:.2f} points"
-        )
-    return (
-        None,
-        tried,
-        (
-            f"fp32 {metric} {fp32[metric]:.4f}; {summary}: over the budget of "
-            f"{budget * 100:.2f} points, published fp32"
-        ),
-    )

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgetune.task import Task
-from edgetune.training.store import JobStore
+from edgetune.training.jobstore import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from optuna.trial import FrozenTrial, TrialState
 from edgetune.settings import Settings
 from edgetune.task import Task
 from edgetune.training.faults import Faults
+from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Progress, Reporter, train
 from edgetune.training.spec import SEARCH_START, Hyperparameters, Range, SearchSpec
-from edgetune.training.store import Checkpoint, JobStore
 
 tracer = trace.get_tracer("edgetune.training")
 log = logging.getLogger(__name__)

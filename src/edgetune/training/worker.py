@@ -29,10 +29,10 @@ from edgetune.store import ModelRepository
 from edgetune.tracing import context_from_env, tracer_provider_from_env
 from edgetune.training import search
 from edgetune.training.datasets import DatasetStore
+from edgetune.training.jobstore import Job, JobStore
 from edgetune.training.loop import Cancelled
 from edgetune.training.pipeline import run_job
 from edgetune.training.spec import JobState
-from edgetune.training.store import Job, JobStore
 
 log = logging.getLogger("edgetune.training.worker")
 PR_SET_PDEATHSIG = 1

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgetune.cli import client_channel, state_name
+from edgetune.cli.common import client_channel, state_name
 from edgetune.errors import InvalidArgument
 from edgetune.store.manifest import sha256_of
 from edgetune.v1 import finetuning_pb2 as pb

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from edgetune.client import open_channel
+from edgetune.cli.common import client_channel, state_name
 from edgetune.errors import EdgetuneError, InvalidArgument
 from edgetune.settings import Settings
 
@@ -94,7 +94,7 @@ def cmd_import_model(args: argparse.Namespace) -> int:
 
 
 def _import_remote(args: argparse.Namespace) -> int:
-    from edgetune.finetune_cli import upload_base
+    from edgetune.cli.finetune import upload_base
     from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
 
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
@@ -142,17 +142,6 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-def client_channel(args: argparse.Namespace) -> grpc.Channel:
-    """A channel for a client command's --address, TLS flags and --token."""
-    return open_channel(
-        args.address,
-        ca_file=args.tls_ca,
-        cert_file=args.tls_cert,
-        key_file=args.tls_key,
-        token=args.token,
-    )
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify texts over gRPC and print one line per input, in input order.
 
@@ -162,7 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     refuses prints `ERROR` (or a JSON `error`) in its place and is reported on stderr by
     its line number; the others are answered; the exit code is 1 if any line failed.
     """
-    from edgetune.predict_cli import classify_lines
+    from edgetune.cli.predict import classify_lines
 
     if args.input is not None:
         if args.texts:
@@ -382,23 +371,16 @@ def _add_finetune_commands(command: Any) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Upload data, start a fine-tuning job and follow it to the end."""
-    from edgetune.finetune_cli import cmd_finetune as run
+    from edgetune.cli.finetune import cmd_finetune as run
 
     return run(args)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List, show, watch or cancel fine-tuning jobs."""
-    from edgetune.finetune_cli import cmd_jobs as run
+    from edgetune.cli.finetune import cmd_jobs as run
 
     return run(args)
-
-
-def state_name(state: int) -> str:
-    """ "running" for JOB_STATE_RUNNING."""
-    from edgetune.v1 import finetuning_pb2
-
-    return str(finetuning_pb2.JobState.Name(state)).removeprefix("JOB_STATE_").lower()
 
 
 def build_parser() -> argparse.ArgumentParser:

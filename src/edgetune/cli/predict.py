@@ -34,7 +34,7 @@ def classify_lines(
 ) -> int:
     """Classify every non-blank line; print one answer per line, in order. 1 when a line
     failed (each is reported on stderr by its line number), else 0."""
-    from edgetune.cli import client_channel
+    from edgetune.cli.common import client_channel
     from edgetune.v1 import inference_pb2 as pb
     from edgetune.v1 import inference_pb2_grpc, server_pb2, server_pb2_grpc
 
