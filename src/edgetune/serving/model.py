@@ -15,6 +15,7 @@ from edgetune.serving.memory import resident_bytes
 from edgetune.serving.observe import Timing
 from edgetune.store import ModelVersion
 from edgetune.store.manifest import MODEL_FILE
+from edgetune.store.model_settings import ModelSettings
 from edgetune.task import Input, ModelFiles, Result, Task, TaskRuntime
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class ServedModel:
     """time.monotonic() of the last request routed to it, for least-recently-used eviction."""
     batcher: Batcher | None = None
     """Set by the inference service on first use."""
+    settings: ModelSettings | None = None
+    """How this model is served: the server's batching and thread settings with the
+    model's model-settings.json applied (set by the registry at load; None = the server's)."""
 
     @classmethod
     def load(

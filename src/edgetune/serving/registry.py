@@ -25,6 +25,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import onnxruntime as ort
+
 from edgetune.errors import (
     EdgetuneError,
     FailedPrecondition,
@@ -40,6 +42,7 @@ from edgetune.serving.observe import Observer
 from edgetune.serving.session import choose_providers, session_options
 from edgetune.settings import Settings
 from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store.model_settings import ModelSettings
 from edgetune.store.repository import LATEST
 from edgetune.task import Task
 
@@ -242,6 +245,9 @@ class ModelRegistry:
                 return served
             try:
                 task = self._task_of(version)
+                model_settings = (
+                    await asyncio.to_thread(self.repository.overrides, version.name)
+                ).applied_to(self.settings)
             except ModelLoadError as exc:
                 self._failed[version.key] = exc.message
                 raise
@@ -254,7 +260,7 @@ class ModelRegistry:
                     ServedModel.load,
                     version,
                     task,
-                    self._options,
+                    self._session_options(model_settings),
                     self.providers,
                     verify=self.settings.verify_checksums,
                     warmup=self.settings.warmup,
@@ -267,6 +273,7 @@ class ModelRegistry:
                 raise
             finally:
                 self._loading.discard(version.key)
+            served.settings = model_settings
             self._failed.pop(version.key, None)
             self.observer.model_loaded(version, served.load_seconds)
             # A reload measures less when it reuses memory an eviction freed: the version is
@@ -282,6 +289,15 @@ class ModelRegistry:
                 await self._drop(served)
                 raise
             return served
+
+    def _session_options(self, model: ModelSettings) -> ort.SessionOptions:
+        """The server's shared session options, or the model's own when it sets threads."""
+        if (model.intra_op_threads, model.intra_op_spinning) == (
+            self.settings.intra_op_threads,
+            self.settings.intra_op_spinning,
+        ):
+            return self._options
+        return session_options(model.intra_op_threads, model.intra_op_spinning)
 
     async def _make_room(self, version: ModelVersion, incoming: int, evict: bool = True) -> None:
         """Evict least recently used, unpinned versions other than `version` (none unless

@@ -15,6 +15,7 @@ from edgetune.serving.observe import CURRENT_CALL, Observer, Timing
 from edgetune.serving.registry import ModelRegistry
 from edgetune.settings import Settings
 from edgetune.store import ModelVersion
+from edgetune.store.model_settings import ModelOverrides, ModelSettings
 from edgetune.task import Input, Result, Text, TextPair
 
 
@@ -65,7 +66,7 @@ class InferenceService:
                     f"inputs[{index}]: model {model!r} (task {served.task.name}) does not take "
                     f"{item.kind} input; it takes {kinds}"
                 )
-        if len(inputs) >= self.settings.batch_max_size:
+        if len(inputs) >= self._settings_of(served).batch_max_size:
             loop = asyncio.get_running_loop()
             enqueued = time.time_ns()
             results, timing = await loop.run_in_executor(self.executor, served.run, inputs, top_k)
@@ -77,9 +78,15 @@ class InferenceService:
             results = await self._batcher(served).submit(inputs, top_k)
         return Classification(served.version, results)
 
+    def _settings_of(self, served: ServedModel) -> ModelSettings:
+        if served.settings is None:
+            served.settings = ModelOverrides().applied_to(self.settings)
+        return served.settings
+
     def _batcher(self, served: ServedModel) -> Batcher:
         if served.batcher is None:
             observer, version = self.observer, served.version
+            knobs = self._settings_of(served)
 
             def on_run(timing: Timing) -> None:
                 if observer is not None:
@@ -89,10 +96,10 @@ class InferenceService:
                 f"{served.version.name}:{served.version.version}",
                 served.run,
                 self.executor,
-                max_batch=self.settings.batch_max_size,
-                max_delay_s=self.settings.batch_max_delay_ms / 1000,
-                max_queue=self.settings.max_queue_size,
-                inline_max_inputs=self.settings.inline_max_inputs,
+                max_batch=knobs.batch_max_size,
+                max_delay_s=knobs.batch_max_delay_ms / 1000,
+                max_queue=knobs.max_queue_size,
+                inline_max_inputs=knobs.inline_max_inputs,
                 on_run=on_run if observer is not None else None,
             )
         return served.batcher

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgetune.errors import AlreadyExists, InvalidArgument, NotFound, quoted
 from edgetune.store.manifest import MODEL_FILE, Manifest
+from edgetune.store.model_settings import ModelOverrides
 
 LATEST = "latest"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -132,6 +133,13 @@ class ModelRepository:
         if not path.is_dir():
             raise NotFound(f"model {name!r} has no version {version}")
         return ModelVersion(name, version, path, Manifest.read(path))
+
+    def overrides(self, name: str) -> ModelOverrides:
+        """The serving settings a model's `model-settings.json` overrides (none without one).
+
+        :raises ModelLoadError: the file is malformed; the message names the field.
+        """
+        return ModelOverrides.read(self.root / check_name(name))
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
