@@ -152,15 +152,10 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
         9,
     )
     search = Search(
-        job.id,
+        job_context(job, settings, store, tmp_path),
         SearchSpec(trials=4),
         Hyperparameters(),
         TextClassification(),
-        settings,
-        store,
-        tmp_path,
-        lambda: False,
-        None,
     )
     curves = [[0.5, 0.7, 0.8], [0.4, 0.6, 0.9], [0.45, 0.5, 0.55], [0.2, 0.9, 0.95]]
     stopped = []
@@ -180,6 +175,13 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
     assert stopped == [(3, 2), (4, 1)]
 
 
+def job_context(job, settings, store, workdir):
+    """A JobContext for driving a Search directly (no data sets or repository are read)."""
+    from edgetune.training.context import JobContext
+
+    return JobContext(job, settings, store, None, None, None, workdir, lambda: False)
+
+
 def test_a_search_whose_trials_all_fail_gives_up(tmp_path: Path) -> None:
     from edgetune.settings import Settings
     from edgetune.training.jobstore import JobStore
@@ -196,15 +198,10 @@ def test_a_search_whose_trials_all_fail_gives_up(tmp_path: Path) -> None:
         9,
     )
     search = Search(
-        job.id,
+        job_context(job, settings, store, tmp_path),
         SearchSpec(trials=6),
         Hyperparameters(),
         TextClassification(),
-        settings,
-        store,
-        tmp_path,
-        lambda: False,
-        None,
     )
     built = []
 

@@ -7,7 +7,8 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +18,17 @@ from edgetune.errors import ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.gate import FP32_FILE, FUSED_FILE, INT8_FILE, choose_int8
 from edgetune.exporters.onnx import export_onnx
-from edgetune.plugins.manager import Plugins
-from edgetune.settings import Settings
-from edgetune.store import Manifest, ModelRepository
+from edgetune.store import Manifest
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
-from edgetune.training.datasets import DatasetStore
-from edgetune.training.faults import NO_FAULTS, Faults
-from edgetune.training.jobstore import Checkpoint, Job, JobStore
+from edgetune.training.context import JobContext
+from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.report import comparison, job_baseline
 from edgetune.training.results import find_published, result_of
 from edgetune.training.search import Search, checkpoint_of, data_max_length, progress_data
-from edgetune.training.spec import Hyperparameters, JobSpec, JobState
+from edgetune.training.spec import Hyperparameters, JobState, SearchSpec
 
 tracer = trace.get_tracer("edgetune.training")
 """Spans of a job's phases (no-ops unless the process set a tracer provider)."""
@@ -70,25 +68,17 @@ class StoreReporter(Reporter):
         self.store.remove_checkpoint(self.job_id, epoch)
 
 
-def run_job(
-    job: Job,
-    settings: Settings,
-    store: JobStore,
-    plugins: Plugins,
-    datasets: DatasetStore,
-    repository: ModelRepository,
-    workdir: Path,
-    cancelled: Callable[[], bool],
-) -> None:
+def run_job(context: JobContext) -> None:
     """Train, export, quantize, gate and publish; raises Cancelled when cancelled.
 
     A job whose version is already in the repository (its process was killed after the
     rename that published it, before the job recorded it) records that version instead
     of training and publishing a second one.
     """
+    job, store, cancelled = context.job, context.store, context.cancelled
     spec = job.spec
-    faults = Faults.from_env(lambda message: store.update(job.id, message, {}), cancelled)
-    published = find_published(repository, spec.model_name, job.id)
+    faults = context.faults
+    published = find_published(context.repository, spec.model_name, job.id)
     if published is not None:
         store.update(
             job.id,
@@ -105,12 +95,10 @@ def run_job(
         )
         result = result_of(published)
     else:
-        result = train_and_publish(
-            job, settings, store, plugins, datasets, repository, workdir, cancelled, faults
-        )
+        result = train_and_publish(context)
     with contextlib.suppress(Cancelled):  # a cancel ending the test pause is too late too
         faults.pause("published")
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(context.workdir, ignore_errors=True)
     message = f"published {result['model_name']} version {result['version']} ({result['format']})"
     if cancelled():
         # The version is in the repository: the job succeeds with it, never cancelled.
@@ -129,58 +117,70 @@ def run_job(
         )
 
 
-def train_and_publish(
-    job: Job,
-    settings: Settings,
-    store: JobStore,
-    plugins: Plugins,
-    datasets: DatasetStore,
-    repository: ModelRepository,
-    workdir: Path,
-    cancelled: Callable[[], bool],
-    faults: Faults,
-) -> dict[str, Any]:
-    """Search (or train once), retrain on all rows when the data is small, then export and
-    publish. Training resumes from the last checkpoint, a search from its finished trials."""
-    spec, hp = job.spec, job.spec.hyperparameters
-    task = plugins.task(spec.task)
+@dataclass(frozen=True)
+class Prepared:
+    """A job's data made ready for training: rows, labels, features and the base model."""
+
+    task: Task
+    base: Path
+    preprocessor: Any
+    labels: list[str]
+    collate: Any
+    train_rows: list[Mapping[str, Any]]
+    val_rows: list[Mapping[str, Any]]
+    train_features: list[dict[str, Any]]
+    val_features: list[dict[str, Any]]
+    hp: Hyperparameters
+    """The request's hyperparameters, with max_length set from the data when searched."""
+
+
+def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
+    """Read the data set and the base, and build the features (at the data's length when a
+    search chooses it)."""
+    spec, hp = context.job.spec, context.job.spec.hyperparameters
+    task = context.plugins.task(spec.task)
     with tracer.start_as_current_span("prepare"):
-        train_rows, val_rows, labels = load_data(spec, task, datasets)
-        base = resolve_base(spec, repository)
+        train_rows, val_rows, labels = load_data(spec, task, context.datasets)
+        base = resolve_base(spec, context.repository)
         preprocessor = task.load_preprocessor(base)
-    with tracer.start_as_current_span("baseline"):
-        baseline = job_baseline(task, store, job.id, train_rows, val_rows, labels)
-    search = spec.search if spec.search.enabled and spec.search.ranges() else None
     with tracer.start_as_current_span("features"):
         if search is not None and "max_length" not in search.fixed:
-            hp = hp.model_copy(
-                update={"max_length": data_max_length(task, settings, train_rows, preprocessor, hp)}
-            )
+            length = data_max_length(task, context.settings, train_rows, preprocessor, hp)
+            hp = hp.model_copy(update={"max_length": length})
         train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
         val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
-    store.update(
-        job.id,
-        f"training on {len(train_rows)} examples, validating on "
-        f"{len(val_rows)}; labels: {', '.join(labels)}",
-        {},
+    return Prepared(
+        task,
+        base,
+        preprocessor,
+        labels,
+        task.collate(preprocessor),
+        list(train_rows),
+        list(val_rows),
+        train_features,
+        val_features,
+        hp,
     )
-    collate = task.collate(preprocessor)
+
+
+def train_and_publish(context: JobContext) -> dict[str, Any]:
+    """Search (or train once), retrain on all rows when the data is small, then export and
+    publish. Training resumes from the last checkpoint, a search from its finished trials."""
+    job, store, settings = context.job, context.store, context.settings
+    spec = job.spec
+    search = spec.search if spec.search.enabled and spec.search.ranges() else None
+    data = prepare(context, search)
+    task, hp, val_rows = data.task, data.hp, data.val_rows
+    with tracer.start_as_current_span("baseline"):
+        baseline = job_baseline(task, store, job.id, data.train_rows, val_rows, data.labels)
+    context.say(
+        f"training on {len(data.train_rows)} examples, validating on "
+        f"{len(val_rows)}; labels: {', '.join(data.labels)}"
+    )
     report: dict[str, Any] = {"baseline": baseline} if baseline else {}
     if search is None:
         with tracer.start_as_current_span("train"):
-            outcome = run_training(
-                job,
-                task,
-                store,
-                base,
-                labels,
-                collate,
-                train_features,
-                val_features,
-                hp,
-                workdir,
-                cancelled,
-            )
+            outcome = run_training(context, data, data.train_features, hp)
         best = outcome.best
         report["selection"] = (
             f"a single run; figures are on the {len(val_rows)} validation rows, "
@@ -189,42 +189,27 @@ def train_and_publish(
         report["estimated_metrics"] = best.metrics
     else:
         with tracer.start_as_current_span("search"):
-            found = Search(
-                job.id, search, hp, task, settings, store, workdir, cancelled, faults
-            ).run(
-                lambda: task.build_model(base, labels),
-                collate,
-                train_features,
-                val_features,
-                labels,
+            found = Search(context, search, hp, task).run(
+                lambda: task.build_model(data.base, data.labels),
+                data.collate,
+                data.train_features,
+                data.val_features,
+                data.labels,
             )
         store.update(job.id, found.summary, {"metrics": found.metrics}, metrics=found.metrics)
         report["trials"] = found.trials
         report["estimated_metrics"] = found.metrics
         hp = found.hyperparameters
-        rows = len(train_rows) + len(val_rows)
+        rows = len(data.train_rows) + len(val_rows)
         if not spec.validation_dataset_id and rows <= settings.search_refit_rows:
             hp = hp.model_copy(update={"epochs": found.best_epoch, "early_stopping_patience": 100})
-            store.update(
-                job.id,
+            context.say(
                 f"retraining the chosen configuration on all {rows} labelled rows for "
-                f"{found.best_epoch} epochs",
-                {},
+                f"{found.best_epoch} epochs"
             )
             with tracer.start_as_current_span("refit"):
-                best = run_training(
-                    job,
-                    task,
-                    store,
-                    base,
-                    labels,
-                    collate,
-                    train_features + val_features,
-                    val_features,
-                    hp,
-                    workdir,
-                    cancelled,
-                ).last
+                all_rows = data.train_features + data.val_features
+                best = run_training(context, data, all_rows, hp).last
             report["retrained"] = True
             report["selection"] = (
                 f"{found.summary}; retrained on all {rows} labelled rows (the validation rows "
@@ -242,88 +227,60 @@ def train_and_publish(
     report["estimated_metrics"] = {
         k: v for k, v in report["estimated_metrics"].items() if not k.startswith("confusion/")
     }
-    if cancelled() or not store.transition(
+    if context.cancelled() or not store.transition(
         job.id,
         JobState.EXPORTING,
         f"exporting the chosen checkpoint (epoch {best.epoch}) to ONNX",
         allowed_from=[JobState.RUNNING],
     ):
         raise Cancelled
-    val_label_ids = [f["labels"] for f in val_features]
     try:
-        with faults.file_size_limit("publish"), tracer.start_as_current_span("publish"):
-            return publish(
-                task,
-                spec,
-                settings,
-                repository,
-                best,
-                preprocessor,
-                labels,
-                val_rows,
-                val_label_ids,
-                job.id,
-                faults,
-                hp=hp,
-                report=report,
-            )
+        with context.faults.file_size_limit("publish"), tracer.start_as_current_span("publish"):
+            return publish(context, data, best, hp=hp, report=report)
     except Exception as exc:
         if (cause := out_of_space(exc)) is None:
             raise
         # The staging folder is gone with the exception; nothing was renamed into place.
         raise ResourceExhausted(
             f"out of disk space while publishing {spec.model_name} ({cause}); nothing was "
-            f"published: free space under {repository.root} and create the job again"
+            f"published: free space under {context.repository.root} and create the job again"
         ) from exc
 
 
 def run_training(
-    job: Job,
-    task: Task,
-    store: JobStore,
-    base: Path,
-    labels: list[str],
-    collate: Any,
+    context: JobContext,
+    data: Prepared,
     train_features: list[dict[str, Any]],
-    val_features: list[dict[str, Any]],
     hp: Hyperparameters,
-    workdir: Path,
-    cancelled: Callable[[], bool],
 ) -> Outcome:
-    """The job's main training run, from its last checkpoint when it was interrupted."""
-    checkpoints = store.checkpoints(job.id)
+    """The job's main training run on train_features (the training rows, or all rows for a
+    retraining), from its last checkpoint when it was interrupted."""
+    task = data.task
+    checkpoints = context.store.checkpoints(context.job_id)
     last = checkpoints[-1] if checkpoints else None
     best = max(checkpoints, key=lambda c: rank(task, c.metrics), default=None)
     if last is not None:
-        store.update(job.id, f"resuming after epoch {last.epoch} from its checkpoint", {})
+        context.say(f"resuming after epoch {last.epoch} from its checkpoint")
     return train(
         task,
-        task.build_model(last.path if last else base, labels),
-        collate,
+        task.build_model(last.path if last else data.base, data.labels),
+        data.collate,
         train_features,
-        val_features,
-        labels,
+        data.val_features,
+        data.labels,
         hp,
-        workdir,
-        StoreReporter(store, job.id),
-        cancelled,
+        context.workdir,
+        StoreReporter(context.store, context.job_id),
+        context.cancelled,
         resume=last,
         best=best,
     )
 
 
 def publish(
-    task: Task,
-    spec: JobSpec,
-    settings: Settings,
-    repository: ModelRepository,
+    context: JobContext,
+    data: Prepared,
     best: Checkpoint,
-    preprocessor: Any,
-    labels: list[str],
-    val_rows: Sequence[Mapping[str, Any]],
-    val_label_ids: Sequence[Any],
-    job_id: str,
-    faults: Faults = NO_FAULTS,
     *,
     hp: Hyperparameters,
     report: Mapping[str, Any],
@@ -334,6 +291,10 @@ def publish(
     :param report: what the manifest and the result say beside the metrics: "baseline",
         "trials", "selection", "estimated_metrics".
     """
+    task, labels, spec, faults = data.task, data.labels, context.job.spec, context.faults
+    preprocessor, val_rows = data.preprocessor, data.val_rows
+    val_label_ids = [f["labels"] for f in data.val_features]
+    settings, repository = context.settings, context.repository
     model = task.build_model(best.path, labels)
     with repository.staging() as staged:
         with tracer.start_as_current_span("export"):
@@ -346,7 +307,7 @@ def publish(
             format="onnx-fp32",
             task_options=task.task_options(model, preprocessor, hp.max_length),
             training={
-                "job": job_id,
+                "job": context.job_id,
                 "dataset_id": spec.dataset_id,
                 "validation_dataset_id": spec.validation_dataset_id,
                 "hyperparameters": hp.model_dump(),

@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.settings import Settings
 from edgetune.task import Task
-from edgetune.training.faults import Faults
+from edgetune.training.context import JobContext
 from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Progress, Reporter, train
 from edgetune.training.spec import SEARCH_START, Hyperparameters, Range, SearchSpec
@@ -175,27 +175,18 @@ class Search:
     """The search of one job."""
 
     def __init__(
-        self,
-        job_id: str,
-        search: SearchSpec,
-        hp: Hyperparameters,
-        task: Task,
-        settings: Settings,
-        store: JobStore,
-        workdir: Path,
-        cancelled: Callable[[], bool],
-        faults: Faults,
+        self, context: JobContext, search: SearchSpec, hp: Hyperparameters, task: Task
     ) -> None:
-        self.job_id, self.search, self.hp, self.task = job_id, search, hp, task
-        self.settings, self.store, self.workdir = settings, store, workdir
-        self.cancelled, self.faults = cancelled, faults
+        self.job_id, self.search, self.hp, self.task = context.job_id, search, hp, task
+        self.settings, self.store, self.workdir = context.settings, context.store, context.workdir
+        self.cancelled, self.faults = context.cancelled, context.faults
         self.metric = search.metric or task.selection_metric
         self.space = {name: distribution(name, r) for name, r in search.ranges().items()}
         self.study = optuna.create_study(
             storage=optuna.storages.RDBStorage(
-                storage_url(settings), engine_kwargs={"connect_args": {"timeout": 30}}
+                storage_url(self.settings), engine_kwargs={"connect_args": {"timeout": 30}}
             ),
-            study_name=job_id,
+            study_name=self.job_id,
             direction="maximize",
             # Seeded: the same job asks the same hyperparameters in the same order.
             sampler=optuna.samplers.TPESampler(seed=hp.seed, n_startup_trials=3),

@@ -28,7 +28,9 @@ from edgetune.settings import Settings
 from edgetune.store import ModelRepository
 from edgetune.tracing import context_from_env, tracer_provider_from_env
 from edgetune.training import search
+from edgetune.training.context import JobContext
 from edgetune.training.datasets import DatasetStore
+from edgetune.training.faults import Faults
 from edgetune.training.jobstore import Job, JobStore
 from edgetune.training.loop import Cancelled
 from edgetune.training.pipeline import run_job
@@ -105,17 +107,19 @@ def _run(
     workdir: Path,
     cancel: CancelFlag,
 ) -> int:
+    context = JobContext(
+        job,
+        settings,
+        store,
+        plugins,
+        datasets,
+        ModelRepository(settings.models_dir),
+        workdir,
+        cancel,
+        Faults.from_env(lambda message: store.update(job.id, message, {}), cancel),
+    )
     try:
-        run_job(
-            job,
-            settings,
-            store,
-            plugins,
-            datasets,
-            ModelRepository(settings.models_dir),
-            workdir,
-            cancel,
-        )
+        run_job(context)
     except Cancelled:
         shutil.rmtree(workdir, ignore_errors=True)
         store.transition(job.id, JobState.CANCELLED, "cancelled; partial files removed")
