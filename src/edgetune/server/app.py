@@ -21,8 +21,9 @@ from edgetune.kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from edgetune.plugins.manager import Plugins
 from edgetune.server.finetuning import FineTuningServicer
 from edgetune.server.interceptors import AuthInterceptor, ErrorInterceptor
-from edgetune.server.kserve import KServeServicer, ServerState
+from edgetune.server.kserve import KServeServicer
 from edgetune.server.servicers import InferenceServicer, ModelsServicer, ServerServicer
+from edgetune.serving.admin import ModelAdmin, ServerState
 from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.serving.session import physical_cores
@@ -33,6 +34,7 @@ from edgetune.training.bases import BaseStore
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.jobs import JobManager
 from edgetune.training.jobstore import JobStore
+from edgetune.training.service import FineTuningService
 from edgetune.v1 import (
     finetuning_pb2,
     finetuning_pb2_grpc,
@@ -174,16 +176,13 @@ async def start_server(
     )
     inference = InferenceService(registry, settings, executor, metrics)
     state = ServerState()
+    admin = ModelAdmin(repository, registry, settings, state)
     inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(inference), server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        KServeServicer(inference, repository, registry, state), server
+        KServeServicer(inference, admin), server
     )
-    models_pb2_grpc.add_ModelsServicer_to_server(
-        ModelsServicer(repository, registry, settings), server
-    )
-    server_pb2_grpc.add_ServerServicer_to_server(
-        ServerServicer(plugins, registry, settings, state), server
-    )
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(admin), server)
+    server_pb2_grpc.add_ServerServicer_to_server(ServerServicer(admin), server)
     datasets = DatasetStore(
         settings.datasets_dir,
         plugins,
@@ -207,7 +206,7 @@ async def start_server(
     )
     bases.remove_stale_uploads()
     finetuning_pb2_grpc.add_FineTuningServicer_to_server(
-        FineTuningServicer(jobs, datasets, bases), server
+        FineTuningServicer(FineTuningService(jobs, datasets, bases)), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

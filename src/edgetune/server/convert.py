@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edgetune.errors import InvalidArgument
 from edgetune.plugins.manager import BUILTIN, ENTRY_POINT, MODULE, PluginInfo
@@ -11,6 +12,9 @@ from edgetune.serving.registry import ModelStatus
 from edgetune.store import ModelVersion
 from edgetune.task import Image, Input, Result, Task, Text, TextPair, TokenIds
 from edgetune.v1 import inference_pb2, models_pb2, server_pb2
+
+if TYPE_CHECKING:  # types only: conformance.py imports this module, and stays light
+    from edgetune.serving.admin import ModelDetails, ServerReport
 
 _ORIGINS = {
     BUILTIN: server_pb2.PLUGIN_ORIGIN_BUILTIN,
@@ -99,6 +103,18 @@ def model_info(
     )
 
 
+def details_to_pb(details: ModelDetails) -> models_pb2.ModelInfo:
+    """ModelInfo for a version as the model administration describes it."""
+    return model_info(
+        details.version,
+        details.task,
+        details.served,
+        details.aliases,
+        details.pinned,
+        details.status,
+    )
+
+
 _STATES = {
     ModelStatus.AVAILABLE: models_pb2.MODEL_STATE_AVAILABLE,
     ModelStatus.LOADING: models_pb2.MODEL_STATE_LOADING,
@@ -125,4 +141,32 @@ def task_to_pb(task: Task, plugin: str) -> server_pb2.Task:
         description=task.description,
         input_kinds=[kind.kind for kind in task.input_kinds],
         plugin=plugin,
+    )
+
+
+def server_info_to_pb(report: ServerReport) -> server_pb2.ServerInfo:
+    """A ServerInfo message: version, plugins, tasks, providers, limits, memory."""
+    plugins, settings = report.plugins, report.settings
+    return server_pb2.ServerInfo(
+        version=report.version,
+        plugins=[plugin_to_pb(info) for info in plugins.infos],
+        tasks=[
+            task_to_pb(task, plugins.task_plugins[name])
+            for name, task in sorted(plugins.tasks.items())
+        ],
+        execution_providers=report.providers,
+        limits=server_pb2.Limits(
+            max_batch_size=settings.max_batch_size,
+            max_text_bytes=settings.max_text_bytes,
+            max_message_bytes=settings.max_message_bytes,
+        ),
+        onnxruntime_version=report.onnxruntime_version,
+        memory=server_pb2.Memory(
+            resident_bytes=report.resident_bytes,
+            models_bytes=report.models_bytes,
+            budget_bytes=report.budget_bytes,
+        ),
+        ready=report.ready,
+        model_control=settings.model_control,
+        capabilities=report.capabilities,
     )

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-import onnxruntime as ort
-
-import edgetune
-from edgetune.errors import EdgetuneError, InvalidArgument, NotFound, quoted
-from edgetune.extras import capabilities, require_train
-from edgetune.plugins.manager import Plugins
+from edgetune.errors import EdgetuneError
 from edgetune.server import convert
-from edgetune.server.kserve import ServerState
 from edgetune.server.status import status_of
-from edgetune.serving.memory import resident_bytes
-from edgetune.serving.registry import ModelRegistry
+from edgetune.serving.admin import ModelAdmin
 from edgetune.serving.service import InferenceService
-from edgetune.settings import Settings
-from edgetune.store import ModelRepository, ModelVersion
-from edgetune.store.repository import check_name
-from edgetune.training.bases import check_base_name
-from edgetune.training.jobs import settings_env
 from edgetune.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -37,8 +22,6 @@ from edgetune.v1 import (
 
 log = logging.getLogger(__name__)
 Context = Any  # grpc.aio.ServicerContext
-_VERSION_NUMBER = re.compile(r"[0-9]{1,18}")
-"""A version number as SetAlias takes it: ASCII digits that fit an int64."""
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -81,26 +64,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 
 class ModelsServicer(models_pb2_grpc.ModelsServicer):
-    """edgetune.v1.Models."""
+    """edgetune.v1.Models: each call goes to `serving/admin.py`."""
 
-    def __init__(
-        self, repository: ModelRepository, registry: ModelRegistry, settings: Settings
-    ) -> None:
-        self.repository = repository
-        self.registry = registry
-        self.settings = settings
-        self._imports = asyncio.Lock()
-
-    def _info(self, version: ModelVersion) -> models_pb2.ModelInfo:
-        aliases = self.repository.aliases(version.name)
-        return convert.model_info(
-            version,
-            self.registry.plugins.tasks.get(version.manifest.task),
-            self.registry.loaded.get(version.key),
-            [alias for alias, number in aliases.items() if number == version.version],
-            self.registry.pinned(version),
-            self.registry.status(version),
-        )
+    def __init__(self, admin: ModelAdmin) -> None:
+        self.admin = admin
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context
@@ -109,13 +76,9 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         return models_pb2.ListModelsResponse(
             models=[
                 models_pb2.ModelSummary(
-                    name=name,
-                    versions=[
-                        self._info(self.repository.get(name, number))
-                        for number in self.repository.versions(name)
-                    ],
+                    name=name, versions=[convert.details_to_pb(d) for d in versions]
                 )
-                for name in self.repository.model_names()
+                for name, versions in await self.admin.list_models()
             ]
         )
 
@@ -123,121 +86,46 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         self, request: models_pb2.GetModelRequest, context: Context
     ) -> models_pb2.ModelInfo:
         """One version."""
-        _require_name(request.name)
-        return self._info(self.registry.routed(request.name, request.version))
+        return convert.details_to_pb(await self.admin.get(request.name, request.version))
 
     async def LoadModel(
         self, request: models_pb2.LoadModelRequest, context: Context
     ) -> models_pb2.ModelInfo:
         """Load and warm up a version."""
-        _require_name(request.name)
-        served = await self.registry.load(request.name, request.version)
-        return self._info(served.version)
+        return convert.details_to_pb(await self.admin.load(request.name, request.version))
 
     async def UnloadModel(
         self, request: models_pb2.UnloadModelRequest, context: Context
     ) -> models_pb2.UnloadModelResponse:
         """Unload a version."""
-        _require_name(request.name)
-        version = await self.registry.unload(request.name, request.version)
+        version = await self.admin.unload(request.name, request.version)
         return models_pb2.UnloadModelResponse(version=str(version.version))
 
     async def ImportModel(
         self, request: models_pb2.ImportModelRequest, context: Context
     ) -> models_pb2.ModelInfo:
         """Build, export and publish a model from an uploaded base, in a child process."""
-        require_train("import-model")
-        _require_name(request.name)
-        if not request.task:
-            raise InvalidArgument("task is required")
-        self.registry.plugins.task(request.task)  # NOT_FOUND naming the known tasks
-        if not request.base:
-            raise InvalidArgument("base is required: the name of an uploaded base")
-        folder = self.settings.bases_dir / check_base_name(request.base, "base")
-        if not folder.is_dir():
-            raise NotFound(f"base {request.base!r} not found: upload it with UploadBase")
-        check_name(request.name)
-        command = [
-            sys.executable, "-m", "edgetune", "import-model", "--name", request.name,
-            "--task", request.task, str(folder),
-        ]  # fmt: skip
-        if request.labels:
-            command += ["--labels", ",".join(request.labels)]
-        if request.max_length:
-            command += ["--max-length", str(request.max_length)]
-        async with self._imports:  # one export at a time: each takes the CPU for a while
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                env=settings_env(self.settings),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-            _, stderr = await process.communicate()
-        if process.returncode != 0:
-            lines = stderr.decode(errors="replace").strip().splitlines()
-            reason = next((line for line in reversed(lines) if line.startswith("error: ")), "")
-            if reason and process.returncode == 2:  # the command's own, bounded message
-                raise InvalidArgument(reason.removeprefix("error: "))
-            log.error("import-model failed (%d): %s", process.returncode, "\n".join(lines[-20:]))
-            raise EdgetuneError("the import failed; the server's log has the details")
-        version = await asyncio.to_thread(self.repository.resolve, request.name, "")
-        return self._info(version)
+        details = await self.admin.import_model(
+            request.name, request.task, request.base, list(request.labels), request.max_length
+        )
+        return convert.details_to_pb(details)
 
     async def SetAlias(
         self, request: models_pb2.SetAliasRequest, context: Context
     ) -> models_pb2.ModelInfo:
         """Load and warm a version, then point the alias at it."""
-        _require_name(request.name)
-        if not request.alias:
-            raise InvalidArgument("alias is required")
-        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-        if not _VERSION_NUMBER.fullmatch(request.version):
-            raise InvalidArgument(f"version {quoted(request.version)} must be a version number")
-        served = await self.registry.promote(request.name, int(request.version), request.alias)
-        return self._info(served.version)
+        details = await self.admin.set_alias(request.name, request.alias, request.version)
+        return convert.details_to_pb(details)
 
 
 class ServerServicer(server_pb2_grpc.ServerServicer):
     """edgetune.v1.Server."""
 
-    def __init__(
-        self, plugins: Plugins, registry: ModelRegistry, settings: Settings, state: ServerState
-    ) -> None:
-        self.plugins = plugins
-        self.registry = registry
-        self.settings = settings
-        self.state = state
+    def __init__(self, admin: ModelAdmin) -> None:
+        self.admin = admin
 
     async def GetServerInfo(
         self, request: server_pb2.GetServerInfoRequest, context: Context
     ) -> server_pb2.ServerInfo:
         """Version, plugins, tasks, providers, limits."""
-        return server_pb2.ServerInfo(
-            version=edgetune.__version__,
-            plugins=[convert.plugin_to_pb(info) for info in self.plugins.infos],
-            tasks=[
-                convert.task_to_pb(task, self.plugins.task_plugins[name])
-                for name, task in sorted(self.plugins.tasks.items())
-            ],
-            execution_providers=self.registry.providers,
-            limits=server_pb2.Limits(
-                max_batch_size=self.settings.max_batch_size,
-                max_text_bytes=self.settings.max_text_bytes,
-                max_message_bytes=self.settings.max_message_bytes,
-            ),
-            onnxruntime_version=ort.__version__,
-            memory=server_pb2.Memory(
-                resident_bytes=resident_bytes(),
-                models_bytes=self.registry.models_bytes,
-                budget_bytes=self.registry.budget_bytes,
-            ),
-            ready=self.state.ready,
-            model_control=self.settings.model_control,
-            capabilities=capabilities(),
-        )
-
-
-def _require_name(name: str) -> None:
-    if not name:
-        raise InvalidArgument("name is required")
+        return convert.server_info_to_pb(self.admin.server_report())

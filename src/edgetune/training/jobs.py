@@ -23,13 +23,20 @@ from edgetune.store.manifest import utc_now
 from edgetune.store.repository import check_name
 from edgetune.tracing import TRACEPARENT, traceparent
 from edgetune.training.datasets import DatasetStore
-from edgetune.training.jobstore import Event, Job, JobStore
+from edgetune.training.jobstore import EVENTS_FD, Event, Job, JobStore
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.results import find_published, result_of
+from edgetune.training.signals import JobSignals
 from edgetune.training.spec import ACTIVE_STATES, JobSpec, JobState
 
 log = logging.getLogger(__name__)
-WATCH_POLL_S = 0.25
+WATCH_FALLBACK_S = 2.0
+"""How long a watcher waits without a wake-up before it reads the job store anyway: only a
+safety net for a writer the server hears nothing from (a pipe write dropped because the
+server fell behind, a tool writing to jobs.db directly); every event the server or one of
+its training processes writes wakes the watchers at once."""
+CANCEL_WAIT_S = 5.0
+"""How long CancelJob waits for the exit handler to record the final state."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -59,6 +66,8 @@ class JobManager:
         self.registry = registry
         self.datasets = datasets
         self.store = store
+        self.signals = JobSignals()
+        store.on_event = self.signals.notify
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._cancelling: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -128,6 +137,7 @@ class JobManager:
             await process.wait()
         for task in list(self._background):
             task.cancel()
+        self.signals.close()
         self.store.close()
 
     # -- requests -------------------------------------------------------------------------
@@ -136,8 +146,13 @@ class JobManager:
         """Validate a job's inputs and queue it; an idempotency key returns the first job."""
         task = self.plugins.task(spec.task)
         check_name(spec.model_name, "model_name")
-        job, created = self.store.create(
-            spec, JobState.VALIDATING, "validating the data", self.settings.max_queued_jobs
+        # The job store runs in a thread: a write waits while a training process writes.
+        job, created = await asyncio.to_thread(
+            self.store.create,
+            spec,
+            JobState.VALIDATING,
+            "validating the data",
+            self.settings.max_queued_jobs,
         )
         if not created:
             return job
@@ -149,7 +164,8 @@ class JobManager:
                 load_data, spec, task, self.datasets
             )
         except EdgetuneError as exc:
-            self.store.transition(
+            await asyncio.to_thread(
+                self.store.transition,
                 job.id,
                 JobState.FAILED,
                 f"failed: {exc.message}",
@@ -157,7 +173,8 @@ class JobManager:
                 idempotency_key=None,
             )
             raise
-        self.store.transition(
+        await asyncio.to_thread(
+            self.store.transition,
             job.id,
             JobState.QUEUED,
             f"queued: {len(train)} training and {len(validation)} validation examples, "
@@ -165,7 +182,7 @@ class JobManager:
             allowed_from=[JobState.VALIDATING],
         )
         await self._kick()
-        return self.store.get(job.id)
+        return await asyncio.to_thread(self.store.get, job.id)
 
     def get(self, job_id: str) -> Job:
         """One job."""
@@ -179,16 +196,17 @@ class JobManager:
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job; a running one is stopped (SIGTERM, then SIGKILL after the grace)."""
-        job = self.store.get(job_id)
+        job = await asyncio.to_thread(self.store.get, job_id)
         if job.state.final:
             raise FailedPrecondition(f"job {job_id!r} already ended: {job.state}")
-        if self.store.transition(
+        if await asyncio.to_thread(
+            self.store.transition,
             job_id,
             JobState.CANCELLED,
             "cancelled before training started",
             allowed_from=[JobState.VALIDATING, JobState.QUEUED],
         ):
-            return self.store.get(job_id)
+            return await asyncio.to_thread(self.store.get, job_id)
         process = self._processes.get(job_id)
         if process is not None:
             self._cancelling.add(job_id)
@@ -204,25 +222,45 @@ class JobManager:
                 )
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-            # Let the exit handler record the final state.
-            for _ in range(100):
-                if self.store.get(job_id).state.final:
-                    break
-                await asyncio.sleep(0.05)
-        return self.store.get(job_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CANCEL_WAIT_S):
+                    await self._until_final(job_id)  # the exit handler records it
+        return await asyncio.to_thread(self.store.get, job_id)
+
+    async def _until_final(self, job_id: str) -> None:
+        """Return once the job is final, reading the store at each of its events."""
+        with self.signals.waiter(job_id) as changed:
+            while True:
+                changed.clear()  # before reading, so an event after the read still wakes us
+                if (await asyncio.to_thread(self.store.get, job_id)).state.final:
+                    return
+                await self.signals.wait(changed, WATCH_FALLBACK_S)
 
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """Events after `after`, then new ones until the job is final."""
-        self.store.get(job_id)
-        while True:
-            events = self.store.events(job_id, after)
-            for event in events:
-                yield event
-                after = event.seq
-            if not events and self.store.get(job_id).state.final:
-                return
-            if not events:
-                await asyncio.sleep(WATCH_POLL_S)
+        """Events after `after`, then new ones as they are written, until the job is final.
+
+        Woken by `signals` at each event of the job (written by the server or by the job's
+        training process); it reads the store again after WATCH_FALLBACK_S without one.
+        """
+        await asyncio.to_thread(self.store.get, job_id)
+        with self.signals.waiter(job_id) as changed:
+            while True:
+                changed.clear()  # before reading, so an event after the read still wakes us
+                final, events = await asyncio.to_thread(self._read_events, job_id, after)
+                for event in events:
+                    yield event
+                    after = event.seq
+                if events:
+                    continue
+                if final:
+                    return
+                await self.signals.wait(changed, WATCH_FALLBACK_S)
+
+    def _read_events(self, job_id: str, after: int) -> tuple[bool, Sequence[Event]]:
+        """Whether the job is final, then its events after `after`: in this order, so the
+        event that made it final is among the events read (a job writes none after it)."""
+        final = self.store.get(job_id).state.final
+        return final, self.store.events(job_id, after)
 
     # -- running --------------------------------------------------------------------------
 
@@ -231,7 +269,8 @@ class JobManager:
         if self._closing:
             return
         async with self._kick_lock:
-            for job in self.store.in_states([JobState.QUEUED]):
+            queued = await asyncio.to_thread(self.store.in_states, [JobState.QUEUED])
+            for job in queued:
                 if len(self._processes) >= self.settings.max_concurrent_jobs:
                     break
                 await self._start(job)
@@ -244,18 +283,28 @@ class JobManager:
         env.pop(TRACEPARENT, None)
         if parent := self._traceparents.pop(job.id, ""):
             env[TRACEPARENT] = parent
-        with (workdir / "worker.log").open("ab") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "edgetune.training.worker",
-                "--job",
-                job.id,
-                env=env,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
+        # The process writes a line per event to this pipe, which wakes the job's watchers.
+        events = self.signals.open_pipe(job.id)
+        env[EVENTS_FD] = str(events)
+        try:
+            with (workdir / "worker.log").open("ab") as log_file:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "edgetune.training.worker",
+                    "--job",
+                    job.id,
+                    env=env,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    pass_fds=(events,),
+                )
+        except BaseException:
+            self.signals.close_pipe(job.id)
+            raise
+        finally:
+            os.close(events)  # the child holds its copy: EOF comes when it exits
         self._processes[job.id] = process
         self.store.transition(
             job.id,
@@ -276,6 +325,7 @@ class JobManager:
     async def _supervise(self, job_id: str, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         self._processes.pop(job_id, None)
+        self.signals.close_pipe(job_id)
         if self._closing:
             return
         job = self.store.get(job_id)

@@ -3,14 +3,23 @@
 The server and each training process open their own connection; WAL lets them write
 while the server reads. State changes are conditional updates, so a cancel and a finishing
 worker cannot both win, and every change appends an event in the same transaction.
+
+After each committed event the store calls `on_event(job_id)`, so the server can wake the
+watchers of a job instead of polling the database: the server's store gets the job
+manager's callback, and a training process started with `EDGETUNE_JOB_EVENTS_FD` writes a
+line to that pipe, which the manager reads (see `training/signals.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +32,8 @@ from edgetune.training.spec import FINAL_STATES, JobSpec, JobState
 MAX_JOB_ID = 64
 MAX_SEQUENCE = 2**63 - 1
 """SQLite's largest integer: an event sequence never passes it."""
+EVENTS_FD = "EDGETUNE_JOB_EVENTS_FD"
+"""Set by the job manager for a training process: the pipe it writes a line to per event."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -103,11 +114,20 @@ class Checkpoint:
 
 
 class JobStore:
-    """SQLite-backed jobs, events and checkpoints."""
+    """SQLite-backed jobs, events and checkpoints; safe to call from several threads (one
+    connection, used under a lock), so the server can keep its queries off the event loop.
 
-    def __init__(self, path: Path) -> None:
+    :param on_event: called with the job id after each committed event; by default, in a
+        training process the manager started, a line to the manager's pipe.
+    """
+
+    def __init__(self, path: Path, on_event: Callable[[str], None] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.on_event = on_event or _pipe_notifier()
+        # sqlite3 leaves serializing a shared connection to its user: one transaction at a
+        # time, and no query from another thread inside one.
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -117,17 +137,27 @@ class JobStore:
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _notify(self, job_id: str) -> None:
+        if self.on_event is not None:
+            self.on_event(job_id)
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -164,16 +194,17 @@ class JobStore:
                 (job_id, utc_now(), state, spec.idempotency_key or None, spec.model_dump_json()),
             )
             self._event(db, job_id, state, message, {})
+        self._notify(job_id)
         return self.get(job_id), True
 
     def get(self, job_id: str) -> Job:
         """A job by id; NotFound when there is none."""
         if len(job_id) > MAX_JOB_ID:
             raise InvalidArgument(f"job id {quoted(job_id)} is not a job id (too long)")
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
             raise NotFound(f"job {quoted(job_id)} not found")
-        return _job(row)
+        return _job(rows[0])
 
     def list_jobs(
         self, states: Iterable[JobState] = (), limit: int = 50, page_token: str = ""
@@ -192,20 +223,20 @@ class JobStore:
             clauses.append("rowid < ?")
             params.append(int(page_token))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT rowid, * FROM jobs {where} ORDER BY rowid DESC LIMIT ?",
             (*params, limit + 1),
-        ).fetchall()
+        )
         next_token = str(rows[limit - 1]["rowid"]) if len(rows) > limit else ""
         return [_job(row) for row in rows[:limit]], next_token
 
     def in_states(self, states: Iterable[JobState]) -> list[Job]:
         """Every job in the given states, oldest first."""
         wanted = [str(s) for s in states]
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(wanted))}) ORDER BY rowid",
             wanted,
-        ).fetchall()
+        )
         return [_job(row) for row in rows]
 
     def transition(
@@ -236,6 +267,8 @@ class JobStore:
             ).rowcount
             if changed:
                 self._event(db, job_id, state, message, data or {})
+        if changed:
+            self._notify(job_id)
         return bool(changed)
 
     def update(self, job_id: str, message: str, data: dict[str, Any], **fields: Any) -> None:
@@ -251,6 +284,7 @@ class JobStore:
                 (*columns.values(), job_id),
             )
             self._event(db, job_id, JobState(row["state"]), message, data)
+        self._notify(job_id)
 
     # -- events -------------------------------------------------------------------------
 
@@ -274,9 +308,9 @@ class JobStore:
             raise InvalidArgument(
                 f"after_sequence {after} is larger than any event sequence ({MAX_SEQUENCE})"
             )
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after)
-        ).fetchall()
+        )
         return [
             Event(
                 r["job_id"],
@@ -313,14 +347,38 @@ class JobStore:
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         """Checkpoints of a job whose folders still exist, by epoch."""
-        rows = self._db.execute(
-            "SELECT * FROM checkpoints WHERE job_id = ? ORDER BY epoch", (job_id,)
-        ).fetchall()
+        rows = self._read("SELECT * FROM checkpoints WHERE job_id = ? ORDER BY epoch", (job_id,))
         found = [
             Checkpoint(r["epoch"], r["step"], Path(r["path"]), json.loads(r["metrics"]))
             for r in rows
         ]
         return [c for c in found if (c.path / "config.json").is_file()]
+
+
+@functools.cache
+def _pipe_notifier() -> Callable[[str], None] | None:
+    """In a training process the manager started, a function that writes a line to the
+    manager's pipe per event; None elsewhere.
+
+    Read once and removed from the environment, so a process this one starts never writes
+    to a descriptor number it does not own. The write never blocks: when the pipe is full
+    the manager is behind and already has a wake-up to read, so one more adds nothing.
+    """
+    value = os.environ.pop(EVENTS_FD, "")
+    if not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.set_blocking(fd, False)
+    except OSError:  # not open in this process: no one to tell
+        return None
+
+    def notify(job_id: str) -> None:
+        # OSError: full (BlockingIOError), or the server has gone (BrokenPipeError).
+        with contextlib.suppress(OSError):
+            os.write(fd, job_id.encode()[:MAX_JOB_ID] + b"\n")
+
+    return notify
 
 
 def _encode(value: Any) -> Any:
