@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import select
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgetune.serving.batcher import Batcher
 
 SENTIMENT_PLUGIN = """
 import edgetune
@@ -73,6 +79,31 @@ def alive(pid: int) -> bool:
         return False
 
 
+def wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    """Wait until pid has exited; False if it is still alive after timeout.
+
+    Waits on a pidfd, readable once the process has exited (a zombie counts as gone); it
+    works for a process that is not this one's child, such as the training process of a
+    server a test started. Without pidfds (an old kernel, a sandbox that refuses them) it
+    polls `alive` until the deadline: a separate process with no event to wait on."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):
+        deadline = time.monotonic() + timeout
+        while alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)  # a process-level poll with a deadline (see above)
+        return True
+    try:
+        readable, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    return bool(readable)
+
+
 def scrape_metrics(port: int) -> dict[str, list[Any]]:
     """Samples of every metric family on a server's Prometheus /metrics, by family name."""
     import urllib.request
@@ -102,3 +133,42 @@ def publish_copy(
         if change is not None:
             change(staged)
         return repository.publish(name, staged, source.manifest.model_copy(update=manifest))
+
+
+class WatchedBatcher:
+    """Wraps a model's batcher's `submit` (the server's call into it): counts the requests
+    submitted and the callers that gave up waiting (the server cancelled their handler: a
+    client's cancel or an expired deadline), with an event for each change to wait on."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self.batcher = batcher
+        self.submitted = 0
+        self.gave_up = 0
+        self._changed = asyncio.Event()
+        submit = batcher.submit
+
+        async def watched(inputs, top_k):
+            waiting = submit(inputs, top_k)
+            # Counted just before submit runs, but a task waiting on the count resumes on a
+            # later pass of the loop: after this one has run submit to its first await, so
+            # after it put the request in the queue.
+            self.submitted += 1
+            self._changed.set()
+            try:
+                return await waiting
+            except asyncio.CancelledError:
+                self.gave_up += 1
+                self._changed.set()
+                raise
+
+        batcher.submit = watched  # type: ignore[method-assign]
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        """Wait until condition() holds, woken by each count change (fails after 30 s)."""
+        try:
+            async with asyncio.timeout(30):
+                while not condition():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"the server never {what}") from None

@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-from fakes import alive
+from fakes import alive, wait_gone  # noqa: F401 (the fault tests import them from here)
 
 from edgetune.client import free_port, wait_until_serving
 from edgetune.store import ModelRepository
@@ -21,16 +20,6 @@ from edgetune.store.repository import LATEST
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
-
-
-def wait_gone(pid: int, timeout: float = 20.0) -> bool:
-    """Wait until pid has exited; False if it is still alive after timeout."""
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 class ServerProcess:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from fakes import sentiment_rows
+from fakes import sentiment_rows, wait_gone
 from server_process import check_repository, staging_leftovers
 
+from edgetune.training.jobstore import JobStore
 from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
@@ -28,15 +29,7 @@ async def test_a_full_disk_during_publish_fails_the_job_cleanly(
     )  # training processes inherit it
     inference = inference_pb2_grpc.InferenceStub(channel)
     request = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
-    stop = asyncio.Event()
     answered: list[str] = []
-
-    async def traffic() -> None:
-        while not stop.is_set():
-            answered.append((await inference.Classify(request)).version)  # a failure raises
-            await asyncio.sleep(0.01)
-
-    load = asyncio.ensure_future(traffic())
     stub = finetuning_pb2_grpc.FineTuningStub(channel)
     job = await stub.CreateJob(
         fpb.CreateJobRequest(
@@ -50,23 +43,30 @@ async def test_a_full_disk_during_publish_fails_the_job_cleanly(
             ),
         )
     )
-    events = [e async for e in stub.WatchJob(fpb.WatchJobRequest(id=job.id), timeout=240)]
-    stop.set()
-    await load
+    events = []
+    async for event in stub.WatchJob(fpb.WatchJobRequest(id=job.id), timeout=240):
+        events.append(event)
+        # A call at each step the job reports (training, exporting, the failed publish),
+        # while its training process goes on: paced by the job, not by a clock.
+        answered.append((await inference.Classify(request)).version)  # a failure raises
     final = await stub.GetJob(fpb.GetJobRequest(id=job.id))
     assert final.state == fpb.JOB_STATE_FAILED, [e.message for e in events]
     assert "out of disk space while publishing tiny (File too large)" in final.error
     assert "nothing was published" in final.error
     assert fpb.JOB_STATE_EXPORTING in [e.state for e in events]  # it failed while publishing
     # Nothing half-published: no new version, no staging folder, latest unchanged, and the
-    # failed job's checkpoints are gone (they would only hold on to more space).
+    # failed job's checkpoints are gone (they would only hold on to more space). The
+    # training process removes them after it has recorded the failure, which ends the
+    # watch: wait for it to exit (a separate process; wait_gone waits on its pidfd).
+    worker = JobStore(settings.jobs_dir / "jobs.db").get(job.id).pid
+    assert worker and await asyncio.to_thread(wait_gone, worker, 60)
     assert staging_leftovers(settings.home) == []
     assert not (settings.jobs_dir / job.id / "checkpoints").exists()
     assert await asyncio.to_thread(versions_that_verify_and_serve, server.port, settings.home) == [
         1
     ]
-    # The server answered every call while the job trained, exported and failed.
-    assert answered and set(answered) == {"1"}
+    # The server answered a call at every step while the job trained, exported and failed.
+    assert len(answered) == len(events) and set(answered) == {"1"}
     assert (await inference.Classify(request)).version == "1"
 
 

@@ -66,22 +66,41 @@ async def test_load_unload_while_serving_with_health(models, channel, server) ->
     stub = inference_pb2_grpc.InferenceStub(channel)
     request = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
     stop = asyncio.Event()
+    answers = 0
+    answered = asyncio.Event()  # set at each answer
 
     async def traffic() -> int:
-        count = 0
-        while not stop.is_set():
+        """One call at a time until stopped (bounded: 100 000 calls at most)."""
+        nonlocal answers
+        for _ in range(100_000):
+            if stop.is_set():
+                return answers
             await stub.Classify(request)
-            count += 1
-        return count
+            answers += 1
+            answered.set()
+        raise AssertionError("traffic was never stopped")
+
+    async def two_more_answers() -> None:
+        """Until two more calls were answered: the second one started after this point."""
+        target = answers + 2
+        async with asyncio.timeout(30):
+            while answers < target:
+                answered.clear()
+                next_answer = asyncio.ensure_future(answered.wait())
+                await asyncio.wait({next_answer, worker}, return_when=asyncio.FIRST_COMPLETED)
+                next_answer.cancel()
+                if worker.done():
+                    await worker  # a failed call raises here
 
     worker = asyncio.create_task(traffic())
-    await asyncio.sleep(0.05)
+    await two_more_answers()  # calls are going on
     unloaded = await models.UnloadModel(pb.UnloadModelRequest(name="tiny"))
     assert unloaded.version == "1"
+    await two_more_answers()  # a call that came while it was unloaded: loaded on demand
     await models.LoadModel(pb.LoadModelRequest(name="tiny", version="1"))
-    await asyncio.sleep(0.05)
+    await two_more_answers()  # and after the explicit load
     stop.set()
-    assert await worker > 0  # every call succeeded (a failure would raise here)
+    assert await worker >= 6  # every call succeeded (a failure would raise here)
 
     await models.UnloadModel(pb.UnloadModelRequest(name="tiny"))
     assert await health_of(channel, "tiny") == NOT_SERVING
@@ -166,25 +185,54 @@ async def test_corrupt_model_is_refused_and_others_keep_serving(
 
 
 async def test_a_load_outlives_the_call_that_gave_up_on_it(server, channel, monkeypatch) -> None:
-    import time
+    import threading
 
     from edgetune.serving.model import ServedModel
 
     original = ServedModel.load
+    loading, release = threading.Event(), threading.Event()
+    loads: list[object] = []
 
-    def slow(cls, *args, **kwargs):
-        time.sleep(0.5)
+    def held(cls, *args, **kwargs):
+        loads.append(args[0])
+        loading.set()
+        release.wait(30)  # until the call has given up on the load
         return original(*args, **kwargs)
 
     await server.registry.unload("tiny")  # loaded at start-up
-    monkeypatch.setattr(ServedModel, "load", classmethod(slow))
+    monkeypatch.setattr(ServedModel, "load", classmethod(held))
+    registry = server.registry
+    # Server-side signs: the call's handler cancelled while it waits for the load; the
+    # load done (the registry tells its listeners).
+    handler_cancelled, loaded = asyncio.Event(), asyncio.Event()
+    get = registry.get
+
+    async def watched_get(*args, **kwargs):
+        try:
+            return await get(*args, **kwargs)
+        except asyncio.CancelledError:
+            handler_cancelled.set()
+            raise
+
+    async def on_change(version, is_loaded: bool) -> None:
+        if is_loaded:
+            loaded.set()
+
+    monkeypatch.setattr(registry, "get", watched_get)
+    registry.listeners.append(on_change)
     stub = inference_pb2_grpc.InferenceStub(channel)
     request = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
-    with pytest.raises(aio.AioRpcError) as gave_up:
-        await stub.Classify(request, timeout=0.1)
-    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(50):
-        if server.registry.loaded:
-            break
-        await asyncio.sleep(0.1)
-    assert [key for key in server.registry.loaded] == [("tiny", 1)]
+    call = stub.Classify(request)
+    assert await asyncio.to_thread(loading.wait, 30), "the call never started a load"
+    call.cancel()  # the caller gives up while the load is held
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(handler_cancelled.wait(), 30)
+    release.set()
+    try:
+        await asyncio.wait_for(loaded.wait(), 30)
+    except TimeoutError:
+        raise AssertionError("the load was abandoned with the call that gave up") from None
+    assert [key for key in registry.loaded] == [("tiny", 1)]
+    assert len(loads) == 1
+    registry.listeners.remove(on_change)

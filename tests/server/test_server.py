@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 
 import pytest
 from grpc import aio
@@ -64,6 +64,7 @@ async def test_reflection_lists_every_service(channel) -> None:
 async def test_graceful_stop_finishes_in_flight_calls_and_reports_not_serving(
     settings, plugins, monkeypatch
 ) -> None:
+    settings.inline_max_inputs = 0  # the held call must block a pool thread, not the loop
     running = await start_server(settings, plugins)
     async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
@@ -71,18 +72,23 @@ async def test_graceful_stop_finishes_in_flight_calls_and_reports_not_serving(
         await stub.Classify(request)
         runtime = (await running.registry.get("tiny")).runtime
         decode = runtime.decode
+        entered, release = threading.Event(), threading.Event()
 
-        def slow_decode(*args):
-            time.sleep(0.5)
+        def held_decode(*args):
+            entered.set()
+            release.wait(30)  # until the server has begun to stop
             return decode(*args)
 
-        monkeypatch.setattr(runtime, "decode", slow_decode)
+        monkeypatch.setattr(runtime, "decode", held_decode)
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
         in_flight = asyncio.ensure_future(stub.Classify(request))
-        await asyncio.sleep(0.1)
-        stopping = asyncio.create_task(running.stop(5))
+        assert await asyncio.to_thread(entered.wait, 30)  # the call is running in the model
+        stopping = asyncio.create_task(running.stop(30))
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()  # an open watch would hold the drain open until the grace ends
+        assert not in_flight.done()
+        release.set()
         reply = await in_flight  # finished despite the stop
         assert reply.results
         await stopping

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from fakes import WatchedBatcher
 from grpc import aio
 
 from edgetune.errors import InvalidArgument, ResourceExhausted
@@ -21,18 +22,19 @@ from edgetune.v1 import inference_pb2_grpc
 
 
 class FakeModel:
-    """Echoes each text as its label; records the batches it ran; can be made slow."""
+    """Echoes each text as its label; records the batches it ran; holds each run while its
+    gate is closed, and says when a run has started (`entered`)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.threads: list[int] = []
-        self.delay = delay
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()
 
     def predict(self, inputs: Sequence[Input], top_k: int) -> list[Result]:
+        self.entered.set()
         self.gate.wait(5)
-        time.sleep(self.delay)
         texts = [item.text for item in inputs if isinstance(item, Text)]
         self.batches.append(texts)
         self.threads.append(threading.get_ident())
@@ -59,14 +61,30 @@ def batcher(
     return Batcher("fake:1", model.run, executor, max_batch, delay, queue)
 
 
+async def held_in_predict(model: FakeModel) -> None:
+    """Wait (off the loop) until a run has been taken off the queue and is inside predict,
+    held there by the model's closed gate."""
+    assert await asyncio.to_thread(model.entered.wait, 10), "the model was never called"
+
+
+async def run_ready_tasks() -> None:
+    """One pass of the event loop: every task already scheduled runs to its next await.
+
+    `submit` puts its request in the queue before its first await, so after one pass every
+    submit started before it is queued (callers check `Batcher.waiting`). This orders
+    tasks; it waits for no time: `asyncio.sleep(0)` is asyncio's yield to ready tasks."""
+    await asyncio.sleep(0)
+
+
 async def test_requests_that_wait_together_run_together(executor) -> None:
     model = FakeModel()
     model.gate.clear()  # hold the first run so the others queue up behind it
     b = batcher(model, executor)
     first = asyncio.ensure_future(b.submit([Text("a")], 0))
-    await asyncio.sleep(0.05)
+    await held_in_predict(model)
     rest = [asyncio.ensure_future(b.submit([Text(t)], 1)) for t in "bcdefgh"]
-    await asyncio.sleep(0.05)
+    await run_ready_tasks()
+    assert b.waiting == 7
     model.gate.set()
     answers = await asyncio.gather(first, *rest)
     assert [a[0].labels[0].label for a in answers] == list("abcdefgh")
@@ -80,9 +98,10 @@ async def test_batches_respect_the_size_limit_and_keep_order(executor) -> None:
     model.gate.clear()
     b = batcher(model, executor, max_batch=4)
     first = asyncio.ensure_future(b.submit([Text("0")], 0))
-    await asyncio.sleep(0.05)
+    await held_in_predict(model)
     rest = [asyncio.ensure_future(b.submit([Text(f"{i}a"), Text(f"{i}b")], 0)) for i in range(1, 4)]
-    await asyncio.sleep(0.05)
+    await run_ready_tasks()
+    assert b.waiting == 3
     model.gate.set()
     answers = await asyncio.gather(first, *rest)
     assert [[r.labels[0].label for r in a] for a in answers[1:]] == [
@@ -98,14 +117,16 @@ async def test_an_idle_model_runs_at_once_unless_asked_to_wait(executor) -> None
     b = batcher(model, executor)
     await b.submit([Text("alone")], 0)
     assert model.batches == [["alone"]]
-    # "y" arrives after "x" started waiting: only a batcher that waits for company puts
-    # them in one run (the sleep is the arrival gap under test, well inside the 2 s wait).
-    waiting = batcher(model, executor, delay=2.0)
+    # "y" arrives after the drain loop took "x" off the queue: only a batcher that waits
+    # for company puts them in one run; one that does not has started "x" alone by then.
+    # (max_batch 2: the run starts as soon as "y" joins, so the long wait is never used up.)
+    waiting = batcher(model, executor, max_batch=2, delay=60.0)
     first = asyncio.ensure_future(waiting.submit([Text("x")], 0))
-    await asyncio.sleep(0.05)
-    assert not model.batches[1:]  # "x" is still waiting, not run alone
+    await run_ready_tasks()  # submit queues "x" and starts the drain loop
+    await run_ready_tasks()  # the drain loop takes "x" off the queue
+    assert waiting.waiting == 0 and waiting.running
     together = await asyncio.gather(first, waiting.submit([Text("y")], 0))
-    assert len(together) == 2 and model.batches[-1] == ["x", "y"]
+    assert len(together) == 2 and model.batches[1:] == [["x", "y"]]
 
 
 async def test_a_small_batch_on_an_idle_model_runs_on_the_event_loop_thread(executor) -> None:
@@ -124,9 +145,10 @@ async def test_a_small_batch_on_an_idle_model_runs_on_the_event_loop_thread(exec
     model.gate.clear()
     one_at_a_time = Batcher("fake:1", model.run, executor, 1, 0.0, 64, inline_max_inputs=1)
     held = asyncio.ensure_future(one_at_a_time.submit([Text("a"), Text("b")], 0))
-    await asyncio.sleep(0.05)
+    await held_in_predict(model)
     queued = [asyncio.ensure_future(one_at_a_time.submit([Text(t)], 0)) for t in "cd"]
-    await asyncio.sleep(0)
+    await run_ready_tasks()
+    assert one_at_a_time.waiting == 2
     model.gate.set()
     await asyncio.gather(held, *queued)
     assert model.batches == [["a", "b"], ["c"], ["d"]]
@@ -139,10 +161,11 @@ async def test_an_input_error_reaches_only_its_request_with_its_own_index(execut
     model.gate.clear()
     b = batcher(model, executor)
     first = asyncio.ensure_future(b.submit([Text("a")], 0))
-    await asyncio.sleep(0.05)
+    await held_in_predict(model)
     good = asyncio.ensure_future(b.submit([Text("b")], 0))
     bad = asyncio.ensure_future(b.submit([Text("c"), Text("bad")], 0))
-    await asyncio.sleep(0.05)
+    await run_ready_tasks()
+    assert b.waiting == 2  # "b" and "c, bad" will run as one batch
     model.gate.set()
     await first
     assert (await good)[0].labels[0].label == "b"
@@ -155,36 +178,76 @@ async def test_a_full_queue_is_resource_exhausted(executor) -> None:
     model.gate.clear()
     b = batcher(model, executor, queue=2)
     running = asyncio.ensure_future(b.submit([Text("a")], 0))
-    await asyncio.sleep(0.05)  # taken off the queue, blocked in predict
+    await held_in_predict(model)  # taken off the queue, blocked in predict
     queued = [asyncio.ensure_future(b.submit([Text(t)], 0)) for t in "bc"]
-    await asyncio.sleep(0)
+    await run_ready_tasks()
+    assert b.waiting == 2
     with pytest.raises(ResourceExhausted, match="2 requests are already waiting"):
         await b.submit([Text("d")], 0)
     model.gate.set()
     await asyncio.gather(running, *queued)
 
 
-async def test_concurrent_grpc_calls_share_onnx_runtime_runs(server, channel, settings) -> None:
-    # The tiny model answers in microseconds: run in the pool, or each call would finish on
-    # the loop before the next arrives and there would be nothing to share.
+async def test_idle_returns_once_everything_queued_has_run(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = batcher(model, executor, max_batch=1)
+    calls = [asyncio.ensure_future(b.submit([Text(t)], 0)) for t in "abc"]
+    await held_in_predict(model)
+    idle = asyncio.ensure_future(b.idle())
+    await run_ready_tasks()
+    assert not idle.done() and b.running  # "a" is held; "b" and "c" wait behind it
+    model.gate.set()
+    await asyncio.wait_for(idle, 10)
+    assert not b.running and model.batches == [["a"], ["b"], ["c"]]
+    await asyncio.wait_for(b.idle(), 1)  # at once when the loop is not running
+    await asyncio.gather(*calls)
+
+
+async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) -> None:
+    from edgetune.server.app import start_server
+
+    # The tiny model answers in microseconds: hold its first run so that the other calls
+    # queue behind it (in the pool, not on the loop, which must stay free to take them in).
     settings.inline_max_inputs = 0
-    stub = inference_pb2_grpc.InferenceStub(channel)
-    texts = [f"the movie was {w}" for w in ("good", "bad", "great", "boring")] * 8
-    alone = [
-        await stub.Classify(pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text=t)]))
-        for t in texts[:4]
-    ]
-    served = await server.registry.get("tiny")
-    before = served.batcher.stats.runs
-    replies = await asyncio.gather(
-        *(stub.Classify(pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text=t)])) for t in texts)
-    )
-    runs = served.batcher.stats.runs - before
-    assert runs < len(texts)  # 32 requests, fewer ORT calls
-    for reply, single in zip(replies[:4], alone, strict=True):
-        assert [(s.label, round(s.score, 5)) for s in reply.results[0].labels] == [
-            (s.label, round(s.score, 5)) for s in single.results[0].labels
-        ]
+    settings.batch_max_size = 32
+    running = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            texts = [f"the movie was {w}" for w in ("good", "bad", "great", "boring")] * 8
+
+            def classify(text: str):
+                return stub.Classify(pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text=text)]))
+
+            alone = [await classify(t) for t in texts[:4]]
+            served = await running.registry.get("tiny")
+            assert served.batcher is not None
+            watch = WatchedBatcher(served.batcher)
+            decode = served.runtime.decode
+            gate, entered = threading.Event(), threading.Event()
+
+            def held(*args):
+                entered.set()
+                gate.wait(30)
+                return decode(*args)
+
+            served.runtime.decode = held  # type: ignore[method-assign]
+            before = served.batcher.stats.runs
+            calls = [asyncio.ensure_future(classify(t)) for t in texts]
+            assert await asyncio.to_thread(entered.wait, 30)  # one call's run is held
+            await watch.until(lambda: watch.submitted == len(texts), "took in every call")
+            assert served.batcher.waiting == len(texts) - 1
+            gate.set()
+            replies = await asyncio.gather(*calls)
+        # 32 requests, two ORT calls: the held one, then the 31 that waited, together.
+        assert served.batcher.stats.runs - before == 2
+        for reply, single in zip(replies[:4], alone, strict=True):
+            assert [(s.label, round(s.score, 5)) for s in reply.results[0].labels] == [
+                (s.label, round(s.score, 5)) for s in single.results[0].labels
+            ]
+    finally:
+        await running.stop(0)
 
 
 async def test_queue_overflow_over_grpc(settings, plugins) -> None:
@@ -210,10 +273,10 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
             first = asyncio.ensure_future(stub.Classify(request))
             await asyncio.to_thread(entered.wait, 5)  # taken off the queue, held in a run
             rest = [asyncio.ensure_future(stub.Classify(request)) for _ in range(3)]
-            for _ in range(50):  # until one waits in the queue and two were refused
-                if sum(c.done() for c in rest) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            # Two are refused (their calls end); one waits in the queue behind the held run.
+            refused = await done_calls(rest, 2)
+            assert all(isinstance(c.exception(), aio.AioRpcError) for c in refused), "answered"
+            assert served.batcher is not None and served.batcher.waiting == 1
             gate.set()
             outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
         codes = sorted(o.code().name if isinstance(o, aio.AioRpcError) else "OK" for o in outcomes)
@@ -223,3 +286,15 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
         assert "requests are already waiting" in exhausted.details()
     finally:
         await running.stop(0)
+
+
+async def done_calls(calls: list[asyncio.Future], count: int) -> set[asyncio.Future]:
+    """The first `count` of calls to end (TimeoutError after 30 s if fewer do)."""
+    done: set[asyncio.Future] = set()
+    async with asyncio.timeout(30):
+        while len(done) < count:
+            ended, _ = await asyncio.wait(
+                [c for c in calls if c not in done], return_when=asyncio.FIRST_COMPLETED
+            )
+            done |= ended
+    return done

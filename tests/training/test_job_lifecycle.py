@@ -8,12 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
-from fakes import alive, jsonl, sentiment_rows
+from fakes import alive, jsonl, sentiment_rows, wait_gone
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_finetune import FAST, upload, watch_to_end
@@ -145,7 +144,11 @@ async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
     stop = asyncio.Event()
 
     async def traffic(versions: list[str]) -> None:
-        while not stop.is_set():
+        """Classify until this client has had three answers from the promoted version 2
+        (or `stop`, should the job not promote); bounded, at most 200 000 calls."""
+        for _ in range(200_000):
+            if stop.is_set() or versions[-3:] == ["2"] * 3:
+                return
             versions.append((await stub.Classify(request)).version)  # any failure raises
 
     workers = [asyncio.create_task(traffic(versions)) for versions in seen]
@@ -160,10 +163,10 @@ async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
         )
     )
     await watch_to_end(finetuning, job.id)
-    await asyncio.sleep(0.2)
-    stop.set()
-    await asyncio.gather(*workers)
     final = await finetuning.GetJob(pb.GetJobRequest(id=job.id))
+    if not (final.state == pb.JOB_STATE_SUCCEEDED and final.result.promoted):
+        stop.set()
+    await asyncio.wait_for(asyncio.gather(*workers), 120)
     assert final.state == pb.JOB_STATE_SUCCEEDED and final.result.promoted, final.error
     for versions in seen:
         # Each client, once switched, never goes back. (Across clients a request that
@@ -233,11 +236,7 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
         worker = JobStore(home / "jobs" / "jobs.db").get(job.id).pid
         server.send_signal(signal.SIGKILL)
         server.wait()
-        for _ in range(100):  # the training process dies with its server
-            if not alive(worker):
-                break
-            time.sleep(0.1)
-        assert not alive(worker)
+        assert wait_gone(worker), "the training process outlived its server"
         assert JobStore(home / "jobs" / "jobs.db").get(job.id).state == JobState.RUNNING
 
         server = start_server(home, port)

@@ -106,6 +106,13 @@ class Batcher:
         """Whether the drain loop is alive (it ends when the queue is empty)."""
         return self._worker is not None
 
+    async def idle(self) -> None:
+        """Return once the drain loop has ended, so every request queued before this call
+        has run or been dropped (at once when the loop is not running). Cancelling the wait
+        leaves the loop running."""
+        while self._worker is not None:
+            await asyncio.shield(self._worker)
+
     async def _drain(self) -> None:
         carry: _Pending | None = None
         while carry is not None or not self._queue.empty():
