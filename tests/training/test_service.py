@@ -253,14 +253,18 @@ async def test_watch_streams_in_order_resumes_and_ends(
     job_id = await queued_job(service, tiny_bert)
     store = service.jobs.store
     seen: list[tuple[int, str]] = []
+    first = asyncio.Event()
 
     async def watch(after: int) -> None:
         async for event in service.watch_job(job_id, after):
             seen.append((event.seq, event.message))
+            first.set()
 
     watcher = asyncio.create_task(watch(0))
-    await asyncio.sleep(0.2)
-    assert seen == [(1, "queued")]  # waiting now, for a wake-up
+    await first.wait()
+    # It has read everything there is: only a wake-up (the fallback is a minute away) can
+    # bring it the events below within the 10 s the test gives it.
+    assert seen == [(1, "queued")]
     # Written from threads, as the service does: each one wakes the watcher.
     await asyncio.to_thread(store.transition, job_id, JobState.RUNNING, "started")
     await asyncio.to_thread(store.update, job_id, "epoch 1", {"progress": {"epoch": 1}})
@@ -281,24 +285,25 @@ async def test_watch_wakes_at_an_event_another_process_writes(
     job_id = await queued_job(service, tiny_bert)
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import sys
         from pathlib import Path
         from edgetune.training.jobstore import JobStore
         from edgetune.training.spec import JobState
         store = JobStore(Path({str(service.jobs.store.path)!r}))
         store.transition({job_id!r}, JobState.RUNNING, "from the worker")
-        time.sleep(0.5)
+        sys.stdin.readline()  # until the test has seen that event
         store.transition({job_id!r}, JobState.CANCELLED, "cancelled in the worker")
         """
     )
     messages: list[str] = []
+    first = asyncio.Event()
 
     async def watch() -> None:
         async for event in service.watch_job(job_id, 1):
             messages.append(event.message)
+            first.set()
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.1)
     write_end = service.jobs.signals.open_pipe(job_id)
     try:
         process = await asyncio.create_subprocess_exec(
@@ -307,9 +312,14 @@ async def test_watch_wakes_at_an_event_another_process_writes(
             script,
             env=dict(os.environ) | {EVENTS_FD: str(write_end)},
             pass_fds=(write_end,),
+            stdin=asyncio.subprocess.PIPE,
         )
     finally:
         os.close(write_end)
+    await asyncio.wait_for(first.wait(), 30)
+    assert process.stdin is not None
+    process.stdin.write(b"go\n")  # the second event comes after the watcher saw the first
+    await process.stdin.drain()
     await asyncio.wait_for(watcher, 30)
     assert messages == ["from the worker", "cancelled in the worker"]
     assert await process.wait() == 0
