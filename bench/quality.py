@@ -36,8 +36,7 @@ from demo import minilm_folder
 
 from edgetune.client import background_server
 from edgetune.exporters.evaluate import evaluate
-from edgetune.plugins.baselines import tfidf_logistic_regression
-from edgetune.plugins.metrics import classification_metrics
+from edgetune.kit import classification_metrics, tfidf_logistic_regression
 from edgetune.plugins.text_classification import TextClassification
 from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb

@@ -26,8 +26,7 @@ import bbc
 
 from edgetune.client import wait_until_serving
 from edgetune.exporters.evaluate import evaluate
-from edgetune.plugins.baselines import tfidf_logistic_regression
-from edgetune.plugins.metrics import classification_metrics
+from edgetune.kit import classification_metrics, tfidf_logistic_regression
 from edgetune.plugins.text_classification import TextClassification
 from edgetune.store import ModelRepository
 from edgetune.v1 import inference_pb2, inference_pb2_grpc

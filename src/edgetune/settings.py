@@ -61,10 +61,6 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(default=32_768, ge=1)
     """Most UTF-8 bytes in one input text; longer texts are refused, not cut."""
 
-    max_image_pixels: int = Field(default=50_000_000, ge=1)
-    """Most pixels (width x height, read from the header before decoding) in one image
-    input; larger images are refused, not decoded."""
-
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message the server receives or sends."""
 

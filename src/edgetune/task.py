@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -114,8 +114,9 @@ class ModelFiles:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     limits: Mapping[str, int] = field(default_factory=dict)
-    """Limits from the server's settings a runtime applies to its inputs, by setting name
-    (e.g. "max_image_pixels"); empty outside a server (evaluation uses the defaults)."""
+    """Limits a host hands the runtime for its inputs, by name; empty unless one does. A
+    task's own limits are its plugin's settings (the image task reads
+    EDGETUNE_MAX_IMAGE_PIXELS itself), so the core need not know them."""
 
 
 @dataclass(slots=True)
@@ -141,6 +142,57 @@ class TaskRuntime(ABC):
     def decode(self, outputs: Sequence[Array], encoded: Encoded, top_k: int) -> list[Result]:
         """Turn the session outputs (in `ModelFiles.output_names` order) into one Result per
         input. `top_k` = 0 means every label."""
+
+
+# ---- the training half's objects -------------------------------------------------------
+# Protocols rather than transformers classes: the contract module must import on a serving
+# install (no torch or transformers), and a plugin may bring any model that behaves so.
+
+
+class ModelConfig(Protocol):
+    """What the core reads of a model's configuration (transformers' `PretrainedConfig`
+    has it): the label of each output, in output order."""
+
+    id2label: dict[int, str]
+
+
+class TrainableModel(Protocol):
+    """A model the training process fine-tunes and Optimum exports: a torch module called
+    with a batch's tensors as keywords, answering `loss` and `logits`, whose
+    `save_pretrained(folder)` writes a folder `build_model` can read back. Every transformers
+    `PreTrainedModel` is one."""
+
+    config: ModelConfig
+
+    def __call__(self, **batch: Any) -> Any:
+        """The forward pass on one collated batch (its "labels" included)."""
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:
+        """Write config and weights (safetensors) into save_directory."""
+
+
+class Preprocessor(Protocol):
+    """A base model's tokenizer or image processor: called on a batch of raw inputs, and
+    saved beside the exported model so that serving reads its files (tokenizer.json,
+    preprocessor_config.json). transformers' tokenizers and image processors are ones."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Preprocess a batch (texts, text pairs, images ...)."""
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:
+        """Write the files serving and a later `load_preprocessor` read into save_directory."""
+
+
+Feature = dict[str, Any]
+"""One example made model-ready by `build_features`: the model's inputs and its "labels"."""
+
+
+class Collator(Protocol):
+    """Turns a list of features into one batch of torch tensors (keyword arguments of the
+    model, "labels" included)."""
+
+    def __call__(self, features: list[Feature], /) -> Any:
+        """The batch of these features."""
 
 
 # ---- the task ----------------------------------------------------------------------------
@@ -186,6 +238,12 @@ class Task(ABC):
 
         Raise `edgetune.errors.InvalidArgument` naming the row (1-based) and the field
         that is wrong: a missing field, an empty text, a value of the wrong type.
+
+        The core stratifies the validation split on these labels, needs at least two
+        distinct ones in the training rows, checks that validation rows use only those, and
+        keeps them in the manifest. A task that predicts a number rather than a class
+        returns the band its target falls in (e.g. "low", "mid", "high"): the labels are
+        then strata, and its targets come from `build_features`.
         """
 
     @abstractmethod
@@ -195,38 +253,42 @@ class Task(ABC):
     # -- build / train: may import torch and transformers, never on the serving path --
 
     @abstractmethod
-    def build_model(self, base: Path, labels: Sequence[str]) -> Any:
+    def build_model(self, base: Path, labels: Sequence[str]) -> TrainableModel:
         """A trainable transformers model from a base model folder, with a head for labels."""
 
     @abstractmethod
-    def load_preprocessor(self, base: Path) -> Any:
+    def load_preprocessor(self, base: Path) -> Preprocessor:
         """The base model's tokenizer or image processor (saved beside the exported model)."""
 
     @abstractmethod
     def build_features(
         self,
         examples: Sequence[Mapping[str, Any]],
-        preprocessor: Any,
+        preprocessor: Preprocessor,
         labels: Sequence[str],
         max_length: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Feature]:
         """Model-ready features, one dict per example, each with its "labels" target.
 
         Examples were checked with `example_labels`; a label outside `labels` is an error.
         """
 
     @abstractmethod
-    def collate(self, preprocessor: Any) -> Any:
+    def collate(self, preprocessor: Preprocessor) -> Collator:
         """A callable that turns a list of feature dicts into a batch of torch tensors."""
 
     @abstractmethod
     def compute_metrics(
         self, logits: Array, label_ids: Array, labels: Sequence[str]
     ) -> dict[str, float]:
-        """Evaluation metrics (accuracy, precision, recall, F1 ...) from model outputs."""
+        """Evaluation metrics (accuracy, precision, recall, F1 ...) from model outputs.
+
+        `label_ids` are the features' "labels" targets (label ids, multi-hot rows, or the
+        numbers a regression predicts). The selection, search and gate metrics must be
+        higher-is-better: the core maximizes them and the gate measures their drop."""
 
     def task_options(
-        self, model: Any, preprocessor: Any, max_length: int | None = None
+        self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
     ) -> dict[str, Any]:
         """Serving options stored in the manifest.
 
@@ -243,7 +305,7 @@ class Task(ABC):
         return options
 
     def token_lengths(
-        self, examples: Sequence[Mapping[str, Any]], preprocessor: Any
+        self, examples: Sequence[Mapping[str, Any]], preprocessor: Preprocessor
     ) -> list[int] | None:
         """Each example's length in tokens before truncation, so a search can choose
         max_length from the data; None (the default) for inputs without a length."""

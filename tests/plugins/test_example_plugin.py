@@ -1,6 +1,7 @@
-"""examples/edgetune-intent, a third-party task plugin in its own distribution, pip-installed
-into a scratch environment: discovered, listed, passes the conformance kit (fine-tune,
-export, serve), and gone again once uninstalled."""
+"""The example third-party task plugins (examples/edgetune-intent, a text classifier with its
+own rows, and examples/edgetune-similarity, a new task on the task kit), each in its own
+distribution, pip-installed into a scratch environment: discovered, listed, passes the
+conformance kit (fine-tune, export, serve), and gone again once uninstalled."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "edgetune-intent"
+EXAMPLES = ROOT / "examples"
 
 
 def scratch_environment(folder: Path) -> Path:
@@ -41,12 +44,19 @@ def run(python: Path, *args: str, cwd: Path | None = None) -> subprocess.Complet
     )
 
 
-def test_the_example_plugin_installs_passes_the_kit_and_uninstalls(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("distribution", "task"),
+    [("edgetune-intent", "intent-detection"), ("edgetune-similarity", "text-similarity")],
+)
+def test_the_example_plugin_installs_passes_the_kit_and_uninstalls(
+    tmp_path: Path, distribution: str, task: str
+) -> None:
     python = scratch_environment(tmp_path / "venv")
-    source = shutil.copytree(EXAMPLE, tmp_path / "edgetune-intent")  # builds leave files
+    # A copy: builds leave files in the source tree.
+    source = shutil.copytree(EXAMPLES / distribution, tmp_path / distribution)
     before = run(python, "-m", "edgetune", "plugins")
     assert before.returncode == 0, before.stderr
-    assert "intent-detection" not in before.stdout
+    assert task not in before.stdout
 
     installed = run(
         python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", str(source)
@@ -54,8 +64,8 @@ def test_the_example_plugin_installs_passes_the_kit_and_uninstalls(tmp_path: Pat
     assert installed.returncode == 0, installed.stderr
     listed = run(python, "-m", "edgetune", "plugins")
     assert listed.returncode == 0, listed.stderr
-    assert "edgetune-intent 0.1.0" in listed.stdout, listed.stdout
-    assert "task intent-detection" in listed.stdout
+    assert f"{distribution} 0.1.0" in listed.stdout, listed.stdout
+    assert f"task {task}" in listed.stdout
 
     # The kit runs from a folder outside both source trees, against the installed plugin.
     kit = run(
@@ -73,8 +83,8 @@ def test_the_example_plugin_installs_passes_the_kit_and_uninstalls(tmp_path: Pat
     assert kit.returncode == 0, kit.stdout[-4000:] + kit.stderr[-2000:]
     assert "7 passed" in kit.stdout, kit.stdout[-2000:]
 
-    removed = run(python, "-m", "pip", "uninstall", "-y", "-q", "edgetune-intent")
+    removed = run(python, "-m", "pip", "uninstall", "-y", "-q", distribution)
     assert removed.returncode == 0, removed.stderr
     after = run(python, "-m", "edgetune", "plugins")
     assert after.returncode == 0, after.stderr
-    assert "intent-detection" not in after.stdout
+    assert task not in after.stdout

@@ -34,7 +34,8 @@ class TestIntentDetection(TaskConformance):
     train_rows = tuple(utterances(60, seed=0))
     serving_inputs = tuple(pb.Input(text=row["utterance"]) for row in utterances(6, seed=1))
     bad_rows = (
-        ({"intent": "weather"}, "field 'utterance' must be a non-empty string"),
+        ({"intent": "weather"}, "field 'utterance' is missing"),
+        ({"utterance": "  ", "intent": "weather"}, "field 'utterance' is empty"),
         ({"utterance": "play a song", "intent": "Play Music"}, "snake_case"),
         ({"utterance": "word " * 65, "intent": "weather"}, "more than 64 words"),
     )

@@ -20,34 +20,72 @@ from base64 import b64decode
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 from PIL import ImageOps
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgetune.errors import InvalidArgument, ModelLoadError
+from edgetune.kit import LabelIds, classification_metrics, single_label
 from edgetune.plugins import hookimpl
-from edgetune.plugins.metrics import classification_metrics
-from edgetune.settings import Settings
 from edgetune.task import (
     Array,
+    Collator,
     Encoded,
+    Feature,
     Image,
     Input,
     ModelFiles,
+    Preprocessor,
     Result,
     Task,
     TaskRuntime,
+    TrainableModel,
     label_head,
     single_label_results,
 )
 
-MAX_IMAGE_PIXELS: int = Settings.model_fields["max_image_pixels"].default
+
+class ImageSettings(BaseSettings):
+    """The image task's own settings: EDGETUNE_* environment variables like the server's,
+    owned here because no other task reads them."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGETUNE_", extra="ignore")
+
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    """Most pixels (width x height, read from the header before decoding) in one image
+    input; larger images are refused, not decoded."""
+
+
+MAX_IMAGE_PIXELS: int = ImageSettings.model_fields["max_image_pixels"].default
 """Most pixels (width x height) in one image, checked from the header before decoding, so
 a small file that expands to gigabytes (a decompression bomb) is refused cheaply. Serving
-uses the server's `max_image_pixels` setting; this default applies outside a server."""
+uses `EDGETUNE_MAX_IMAGE_PIXELS` (`ImageSettings`); this default applies elsewhere."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit `EDGETUNE_MAX_IMAGE_PIXELS` sets, read when a model loads (so a
+    changed environment applies to the next load).
+
+    :raises ModelLoadError: the variable is not a whole number of at least 1.
+    """
+    try:
+        return ImageSettings().max_image_pixels
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise ModelLoadError(f"EDGETUNE_MAX_IMAGE_PIXELS: {problem}") from None
+
+
+class ImageProcessor(Preprocessor, Protocol):
+    """A transformers image processor, as this task uses it."""
+
+    def to_json_string(self) -> str:
+        """The processor's configuration (its preprocessor_config.json)."""
+
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 """The decoders Pillow may use; others are never tried on untrusted bytes."""
@@ -199,11 +237,13 @@ def _per_channel(value: Any, name: str) -> npt.NDArray[np.float32]:
     return np.asarray(values, dtype=np.float32)
 
 
-def _preprocessing(processor: Any) -> ImagePreprocessing:
+def _preprocessing(processor: Preprocessor) -> ImagePreprocessing:
     """The serving preprocessing of a transformers image processor; InvalidArgument when
     serving could not reproduce it."""
+    # What load_preprocessor returned, handed back by the core: an image processor.
+    config = cast(ImageProcessor, processor).to_json_string()
     try:
-        return ImagePreprocessing.from_config(json.loads(processor.to_json_string()))
+        return ImagePreprocessing.from_config(json.loads(config))
     except ValueError as exc:
         raise InvalidArgument(f"base model: {exc}") from None
 
@@ -226,7 +266,7 @@ class ImageClassificationRuntime(TaskRuntime):
                 f"not {INPUT_NAME}"
             )
         self.labels = model.manifest.labels
-        self.max_pixels = int(model.limits.get("max_image_pixels", MAX_IMAGE_PIXELS))
+        self.max_pixels = max_image_pixels()
 
     def encode(self, inputs: Sequence[Input]) -> Encoded:
         """One N x 3 x H x W float32 batch; a bad image is refused naming `inputs[i].image`."""
@@ -259,57 +299,53 @@ class ImageClassification(Task):
         """`image` must be base64 of a PNG or JPEG that decodes; `label` one value."""
         field = f"row {row}: field 'image'"
         decode_image(image_bytes(example.get("image"), field), field)
-        return [_label(example, row)]
+        return [single_label(example, row)]
 
     def example_input(self, example: Mapping[str, Any]) -> Input:
         """The decoded image bytes."""
         return Image(image_bytes(example.get("image"), "field 'image'"))
 
-    def build_model(self, base: Path, labels: Sequence[str]) -> Any:
+    def build_model(self, base: Path, labels: Sequence[str]) -> TrainableModel:
         """AutoModelForImageClassification with a fresh head when the label set differs."""
         from transformers import AutoModelForImageClassification
 
-        return AutoModelForImageClassification.from_pretrained(
-            base,
-            **label_head(labels),
+        model: TrainableModel = AutoModelForImageClassification.from_pretrained(
+            base, **label_head(labels)
         )
+        return model
 
-    def load_preprocessor(self, base: Path) -> Any:
+    def load_preprocessor(self, base: Path) -> Preprocessor:
         """The base model's (slow, Pillow-based) image processor, which serving reproduces;
         InvalidArgument for one it cannot."""
         from transformers import AutoImageProcessor
 
-        processor = AutoImageProcessor.from_pretrained(base, use_fast=False)  # type: ignore[no-untyped-call]
+        processor: ImageProcessor = AutoImageProcessor.from_pretrained(base, use_fast=False)  # type: ignore[no-untyped-call]
         _preprocessing(processor)
         return processor
 
     def build_features(
         self,
         examples: Sequence[Mapping[str, Any]],
-        preprocessor: Any,
+        preprocessor: Preprocessor,
         labels: Sequence[str],
         max_length: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Feature]:
         """The image bytes and label id of each example. Pixels are made per batch by
         `collate`: decoded images are far larger than the files, so a data set of photos
         would not fit in memory as pixel arrays."""
-        index = {label: i for i, label in enumerate(labels)}
+        ids = LabelIds(labels)
         features = []
         for row, example in enumerate(examples, start=1):
-            label = _label(example, row)  # the image was checked by example_labels
-            if label not in index:
-                raise InvalidArgument(
-                    f"row {row}: label {label!r} is not one of the training labels"
-                )
+            label = ids(single_label(example, row), row)  # example_labels checked the image
             data = image_bytes(example.get("image"), f"row {row}: field 'image'")
-            features.append({"image": data, "labels": index[label]})
+            features.append({"image": data, "labels": label})
         return features
 
-    def collate(self, preprocessor: Any) -> Any:
+    def collate(self, preprocessor: Preprocessor) -> Collator:
         """Decodes a batch of images and runs the image processor: pixel_values, labels."""
         import torch
 
-        def collate_images(features: list[dict[str, Any]]) -> dict[str, Any]:
+        def collate_images(features: list[Feature]) -> dict[str, Any]:
             images = [decode_image(f["image"], "field 'image'") for f in features]
             pixels = preprocessor(images=images, return_tensors="pt")["pixel_values"]
             labels = torch.tensor([f["labels"] for f in features], dtype=torch.long)
@@ -324,7 +360,7 @@ class ImageClassification(Task):
         return classification_metrics(np.asarray(logits).argmax(axis=-1), label_ids, labels)
 
     def task_options(
-        self, model: Any, preprocessor: Any, max_length: int | None = None
+        self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
     ) -> dict[str, Any]:
         """The input image size, after checking that it is the size the model was built
         for (a ViT's position embeddings fix it)."""
@@ -348,16 +384,6 @@ class ImageClassification(Task):
         buffer = io.BytesIO()
         PILImage.new("RGB", (8, 8), (128, 128, 128)).save(buffer, format="PNG")
         return [Image(buffer.getvalue())]
-
-
-def _label(example: Mapping[str, Any], row: int) -> str:
-    label = example.get("label")
-    # Before str(): a list may nest deeper than str() can recurse.
-    if isinstance(label, list | dict):
-        raise InvalidArgument(f"row {row}: field 'label' must be one value, not a list")
-    if label is None or str(label).strip() == "":
-        raise InvalidArgument(f"row {row}: field 'label' is missing")
-    return str(label)
 
 
 @hookimpl

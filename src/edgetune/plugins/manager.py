@@ -211,10 +211,14 @@ def _collect(
     registry: dict[str, Any],
     owners: dict[str, str],
 ) -> None:
-    """Call every implementation of a registration hook with a `register` callback that
-    knows which plugin is registering, so a clash names both plugins."""
+    """Call a registration hook through pluggy, one plugin at a time (in registration
+    order) with a `register` callback that knows which plugin is registering, so a clash
+    names both plugins. A subset hook caller per plugin keeps pluggy's own calling (its
+    argument matching, wrappers and ordering marks) while telling the owners apart."""
     noun = kind.__name__
-    for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():
+    manager = plugins.manager
+    implementations = getattr(manager.hook, hook_name).get_hookimpls()
+    for impl in implementations:
         owner = impl.plugin_name
 
         def register(item: Any, owner: str = owner) -> None:
@@ -231,5 +235,5 @@ def _collect(
             registry[name] = item
             owners[name] = owner
 
-        kwargs = {"register": register}
-        impl.function(*(kwargs[arg] for arg in impl.argnames))
+        others = [other.plugin for other in implementations if other.plugin is not impl.plugin]
+        manager.subset_hook_caller(hook_name, remove_plugins=others)(register=register)

@@ -16,8 +16,8 @@ equally; "accuracy" is the exact-match ratio (every label of a text right). Each
 with the micro F1 it reaches ("f1_tuned", optimistic: tuned and measured on the same rows);
 the other metrics, the gate included, are measured at 0.5.
 
-Registered through `edgetune_register_tasks` exactly like a third-party plugin.
-Training-side methods import torch and transformers lazily, so serving never loads them.
+Tokenization, training and serving options are the kit's `TextTask`. Registered through
+`edgetune_register_tasks` exactly like a third-party plugin.
 """
 
 from __future__ import annotations
@@ -30,9 +30,16 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetune.errors import InvalidArgument, ModelLoadError
+from edgetune.kit import (
+    TFIDF_DESCRIPTION,
+    LabelIds,
+    TextTask,
+    TokenizerRuntime,
+    input_texts,
+    text_field,
+    tfidf_logistic_regression,
+)
 from edgetune.plugins import hookimpl
-from edgetune.plugins.baselines import TFIDF_DESCRIPTION, tfidf_logistic_regression
-from edgetune.plugins.text_classification import TextClassification, TextClassificationRuntime
 from edgetune.task import (
     Array,
     Baseline,
@@ -40,11 +47,12 @@ from edgetune.task import (
     Input,
     LabelScore,
     ModelFiles,
+    Preprocessor,
     Result,
     Task,
-    TaskRuntime,
     Text,
     TokenIds,
+    TrainableModel,
 )
 
 DEFAULT_THRESHOLD = 0.5
@@ -52,9 +60,6 @@ SEPARATOR = ","
 """Separates labels given as one string."""
 PROBLEM_TYPE = "multi_label_classification"
 """transformers' config.problem_type that trains with BCE-with-logits on multi-hot targets."""
-
-_TEXT = TextClassification()
-"""The single-label task, whose tokenizer handling this task shares."""
 
 
 # ---- metrics -----------------------------------------------------------------------------
@@ -135,9 +140,8 @@ def tune_thresholds(
 # ---- serving -----------------------------------------------------------------------------
 
 
-class MultiLabelRuntime(TextClassificationRuntime):
-    """The text classifier's batch tokenization; a sigmoid and a threshold per label on the
-    way out."""
+class MultiLabelRuntime(TokenizerRuntime):
+    """The kit's batch tokenization; a sigmoid and a threshold per label on the way out."""
 
     def __init__(self, model: ModelFiles) -> None:
         super().__init__(model)
@@ -182,7 +186,7 @@ def read_thresholds(
 # ---- the task ----------------------------------------------------------------------------
 
 
-class MultiLabelClassification(Task):
+class MultiLabelClassification(TextTask):
     """Multi-label classification of a text: each label is predicted on its own."""
 
     name = "multi-label-classification"
@@ -191,7 +195,10 @@ class MultiLabelClassification(Task):
         "score and a threshold."
     )
     input_kinds = (Text, TokenIds)
-    optimum_task = "text-classification"
+    runtime_class = MultiLabelRuntime
+    problem_type = PROBLEM_TYPE
+    """BCE-with-logits on multi-hot targets: transformers picks the loss from
+    config.problem_type at each forward, and config.json keeps it in the export."""
     selection_metric = "f1"
     """Micro F1: steadier than macro F1 on the small validation sets of rare labels."""
     gate_metric = "f1"
@@ -204,61 +211,16 @@ class MultiLabelClassification(Task):
         :return: the row's labels sorted, so that rows with the same label set group
             together when the validation split is stratified.
         """
-        text = example.get("text")
-        if text is None:
-            raise InvalidArgument(f"row {row}: field 'text' is missing")
-        if not isinstance(text, str):
-            raise InvalidArgument(f"row {row}: field 'text' must be a string")
-        if not text.strip():
-            raise InvalidArgument(f"row {row}: field 'text' is empty")
+        text_field(example, "text", row)
         return _row_labels(example, row)
 
     def example_input(self, example: Mapping[str, Any]) -> Input:
         """The example's text."""
         return Text(str(example["text"]))
 
-    def build_model(self, base: Path, labels: Sequence[str]) -> Any:
-        """The text classifier's model (a fresh head when the label set differs), set to
-        train with BCE-with-logits: transformers picks the loss from config.problem_type at
-        each forward, and config.json keeps it in the export."""
-        model = _TEXT.build_model(base, labels)
-        model.config.problem_type = PROBLEM_TYPE
-        return model
-
-    def load_preprocessor(self, base: Path) -> Any:
-        """The base model's fast tokenizer, as for single-label text classification."""
-        return _TEXT.load_preprocessor(base)
-
-    def build_features(
-        self,
-        examples: Sequence[Mapping[str, Any]],
-        preprocessor: Any,
-        labels: Sequence[str],
-        max_length: int,
-    ) -> list[dict[str, Any]]:
-        """Tokenized texts (one batch call) with float multi-hot "labels" in label order."""
-        index = {label: i for i, label in enumerate(labels)}
-        targets = []
-        for row, example in enumerate(examples, start=1):
-            target = [0.0] * len(labels)
-            for label in self.example_labels(example, row):
-                if label not in index:
-                    raise InvalidArgument(
-                        f"row {row}: label {label!r} is not one of the training labels"
-                    )
-                target[index[label]] = 1.0
-            targets.append(target)
-        encoded = preprocessor(
-            [str(e["text"]) for e in examples], truncation=True, max_length=max_length
-        )
-        return [
-            {**{key: values[i] for key, values in encoded.items()}, "labels": targets[i]}
-            for i in range(len(examples))
-        ]
-
-    def collate(self, preprocessor: Any) -> Any:
-        """Pads each batch to its longest example; the float targets stay float tensors."""
-        return _TEXT.collate(preprocessor)
+    def example_target(self, example: Mapping[str, Any], row: int, ids: LabelIds) -> list[float]:
+        """Float multi-hot "labels" in label order (BCE-with-logits takes float targets)."""
+        return ids.multi_hot(self.example_labels(example, row), row)
 
     def compute_metrics(
         self, logits: Array, label_ids: Array, labels: Sequence[str]
@@ -274,11 +236,11 @@ class MultiLabelClassification(Task):
         return metrics
 
     def task_options(
-        self, model: Any, preprocessor: Any, max_length: int | None = None
+        self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
     ) -> dict[str, Any]:
-        """The text classifier's tokenizer options plus `thresholds`: 0.5 for every label
-        until `calibrate` tunes them."""
-        options = _TEXT.task_options(model, preprocessor, max_length)
+        """The kit's tokenizer options plus `thresholds`: 0.5 for every label until
+        `calibrate` tunes them."""
+        options = super().task_options(model, preprocessor, max_length)
         id2label = model.config.id2label
         options["thresholds"] = {str(id2label[i]): DEFAULT_THRESHOLD for i in sorted(id2label)}
         return options
@@ -290,10 +252,6 @@ class MultiLabelClassification(Task):
             thresholds[label] = float(metrics.get(f"threshold/{label}", thresholds[label]))
         return {**options, "thresholds": thresholds}
 
-    def token_lengths(self, examples: Sequence[Mapping[str, Any]], preprocessor: Any) -> list[int]:
-        """Token counts of the texts, as the text classifier counts them."""
-        return _TEXT.token_lengths(examples, preprocessor)
-
     def baseline(
         self,
         train: Sequence[Mapping[str, Any]],
@@ -301,18 +259,14 @@ class MultiLabelClassification(Task):
         labels: Sequence[str],
     ) -> Baseline:
         """TF-IDF + one logistic regression per label, metrics at its 0.5 threshold."""
-        index = {label: i for i, label in enumerate(labels)}
 
         def targets(rows: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.bool_]:
-            matrix = np.zeros((len(rows), len(labels)), dtype=bool)
-            for n, row in enumerate(rows):
-                matrix[n, [index[label] for label in self.example_labels(row, n + 1)]] = True
-            return matrix
+            return np.array(self.targets(rows, labels)) >= 0.5
 
         predicted = tfidf_logistic_regression(
-            [str(r["text"]) for r in train],
+            input_texts([self.example_input(row) for row in train]),
             targets(train).astype(np.int64),
-            [str(r["text"]) for r in validation],
+            input_texts([self.example_input(row) for row in validation]),
         )
         description = TFIDF_DESCRIPTION.replace(
             "logistic regression", "a logistic regression per label"
@@ -320,14 +274,6 @@ class MultiLabelClassification(Task):
         return Baseline(
             description, multi_label_metrics(predicted.astype(bool), targets(validation), labels)
         )
-
-    def runtime(self, model: ModelFiles) -> TaskRuntime:
-        """A runtime bound to this version's tokenizer, labels and thresholds."""
-        return MultiLabelRuntime(model)
-
-    def warmup_inputs(self) -> list[Input]:
-        """Two short texts."""
-        return [Text("warm up"), Text("the model")]
 
 
 def _row_labels(example: Mapping[str, Any], row: int) -> list[str]:

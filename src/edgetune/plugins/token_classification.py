@@ -40,23 +40,31 @@ import numpy as np
 from tokenizers import Encoding
 
 from edgetune.errors import InvalidArgument
-from edgetune.plugins import hookimpl
-from edgetune.plugins.text_classification import (
-    TextClassificationRuntime,
+from edgetune.kit import (
+    LabelIds,
+    TokenizerRuntime,
+    as_tokenizer,
+    load_tokenizer,
+    string_list,
     tokenizer_options,
 )
+from edgetune.plugins import hookimpl
 from edgetune.task import (
     IGNORE_INDEX,
     Array,
+    Collator,
     Encoded,
+    Feature,
     Input,
     LabelScore,
     ModelFiles,
+    Preprocessor,
     Result,
     Span,
     Task,
     TaskRuntime,
     Text,
+    TrainableModel,
     label_head,
     softmax,
 )
@@ -155,22 +163,15 @@ def served_words(encoding: Encoding) -> list[Word]:
     return words
 
 
-class TokenClassificationRuntime(TextClassificationRuntime):
+class TokenClassificationRuntime(TokenizerRuntime):
     """Tokenizes texts keeping offsets, tags each word by its first sub-token and joins the
-    tagged words into entity spans. (Tokenizer set-up is the text classifier's.)"""
+    tagged words into entity spans. (Tokenizer set-up is the kit's.)"""
 
     def encode(self, inputs: Sequence[Input]) -> Encoded:
         """Tokenize the texts in one Rust batch call; the encodings travel to `decode`."""
-        texts = [item.text for item in inputs if isinstance(item, Text)]
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        if "position_ids" in self.input_names:
-            feeds["position_ids"] = np.clip(mask.cumsum(axis=1) - 1, 0, None)
-        return Encoded(feeds, state=list(zip(texts, encodings, strict=True)))
+        texts = [item for item in inputs if isinstance(item, Text)]
+        feeds, encodings = self.tokenize(texts)
+        return Encoded(feeds, state=[(t.text, e) for t, e in zip(texts, encodings, strict=True)])
 
     def decode(self, outputs: Sequence[Array], encoded: Encoded, top_k: int) -> list[Result]:
         """Spans from the per-token softmax; labels are the entity types found."""
@@ -218,8 +219,8 @@ class TokenClassification(Task):
     def example_labels(self, example: Mapping[str, Any], row: int) -> list[str]:
         """`tokens`: non-empty words without whitespace; `tags`: one BIO tag per word.
         Returns the row's distinct tags, sorted."""
-        tokens = _string_list(example, "tokens", row)
-        tags = _string_list(example, "tags", row)
+        tokens = string_list(example, "tokens", row)
+        tags = string_list(example, "tags", row)
         for i, token in enumerate(tokens):
             if any(c.isspace() for c in token):
                 raise InvalidArgument(
@@ -242,47 +243,38 @@ class TokenClassification(Task):
         """The words joined with single spaces, as a client would send the sentence."""
         return Text(" ".join(example["tokens"]))
 
-    def build_model(self, base: Path, labels: Sequence[str]) -> Any:
+    def build_model(self, base: Path, labels: Sequence[str]) -> TrainableModel:
         """AutoModelForTokenClassification with a fresh head when the tag set differs."""
         from transformers import AutoModelForTokenClassification
 
-        return AutoModelForTokenClassification.from_pretrained(
-            base,
-            **label_head(labels),
+        model: TrainableModel = AutoModelForTokenClassification.from_pretrained(
+            base, **label_head(labels)
         )
+        return model
 
-    def load_preprocessor(self, base: Path) -> Any:
-        """The base model's fast tokenizer. Byte-level BPE (GPT-2, RoBERTa) gets a prefix
-        space, so that a text's first word tokenizes as the words after it (and as a word
-        given alone); the setting is saved in the tokenizer.json that serving reads.
-        Decoders without a pad token pad with EOS."""
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
-            base, use_fast=True, add_prefix_space=True
-        )
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        return tokenizer
+    def load_preprocessor(self, base: Path) -> Preprocessor:
+        """The base model's fast tokenizer (the kit's, which pads decoders with EOS).
+        Byte-level BPE (GPT-2, RoBERTa) gets a prefix space, so that a text's first word
+        tokenizes as the words after it (and as a word given alone); the setting is saved
+        in the tokenizer.json that serving reads."""
+        return load_tokenizer(base, add_prefix_space=True)
 
     def build_features(
         self,
         examples: Sequence[Mapping[str, Any]],
-        preprocessor: Any,
+        preprocessor: Preprocessor,
         labels: Sequence[str],
         max_length: int,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Feature]:
         """Token ids with a label on the first sub-token of each served word (see the
         module docstring), -100 elsewhere; the pre-split and the joined tokenization must
         agree."""
-        index = {label: i for i, label in enumerate(labels)}
+        index = LabelIds(labels, what="tag")
         for row, example in enumerate(examples, start=1):
             for tag in self.example_labels(example, row):
-                if tag not in index:
-                    raise InvalidArgument(
-                        f"row {row}: tag {tag!r} is not one of the training labels"
-                    )
+                index(tag, row)
         words = [list(e["tokens"]) for e in examples]
+        preprocessor = as_tokenizer(preprocessor)
         split = preprocessor(
             words, is_split_into_words=True, truncation=True, max_length=max_length
         )
@@ -301,13 +293,16 @@ class TokenClassification(Task):
             )
         return features
 
-    def collate(self, preprocessor: Any) -> Any:
+    def collate(self, preprocessor: Preprocessor) -> Collator:
         """Pads each batch to its longest example; padded targets are -100."""
         from transformers import DataCollatorForTokenClassification
 
-        return DataCollatorForTokenClassification(
-            preprocessor, label_pad_token_id=IGNORE_INDEX, return_tensors="pt"
+        # The tokenizer load_preprocessor made; transformers types it as its own class.
+        tokenizer: Any = preprocessor
+        collator: Collator = DataCollatorForTokenClassification(
+            tokenizer, label_pad_token_id=IGNORE_INDEX, return_tensors="pt"
         )
+        return collator
 
     def compute_metrics(
         self, logits: Array, label_ids: Array, labels: Sequence[str]
@@ -343,10 +338,10 @@ class TokenClassification(Task):
         return metrics
 
     def task_options(
-        self, model: Any, preprocessor: Any, max_length: int | None = None
+        self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
     ) -> dict[str, Any]:
         """Max sequence length and pad token for the serving tokenizer."""
-        return tokenizer_options(model, preprocessor, max_length)
+        return tokenizer_options(model, as_tokenizer(preprocessor), max_length)
 
     def runtime(self, model: ModelFiles) -> TaskRuntime:
         """A runtime bound to this version's tokenizer and tags."""
@@ -357,27 +352,11 @@ class TokenClassification(Task):
         return [Text("warm up"), Text("Ada Lovelace met Charles Babbage in London.")]
 
 
-def _string_list(example: Mapping[str, Any], name: str, row: int) -> list[str]:
-    value = example.get(name)
-    if value is None:
-        raise InvalidArgument(f"row {row}: field {name!r} is missing")
-    if not isinstance(value, list):
-        raise InvalidArgument(f"row {row}: field {name!r} must be a list of strings")
-    if not value:
-        raise InvalidArgument(f"row {row}: field {name!r} is empty")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise InvalidArgument(f"row {row}: field '{name}[{i}]' must be a string")
-        if not item.strip():
-            raise InvalidArgument(f"row {row}: field '{name}[{i}]' is empty")
-    return value
-
-
 def _targets(
     tags: Sequence[str],
     given_ids: Sequence[int | None],
     served_ids: Sequence[int | None],
-    index: Mapping[str, int],
+    index: LabelIds,
 ) -> list[int]:
     """Label ids per token: the first token of each served word is labelled with the tag of
     the given word it belongs to (its ``I-`` form past that word's first piece). The ids

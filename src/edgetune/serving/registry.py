@@ -264,7 +264,6 @@ class ModelRegistry:
                     self.providers,
                     verify=self.settings.verify_checksums,
                     warmup=self.settings.warmup,
-                    limits={"max_image_pixels": self.settings.max_image_pixels},
                 )
             except Exception as exc:
                 reason = exc.message if isinstance(exc, EdgetuneError) else repr(exc)[:500]

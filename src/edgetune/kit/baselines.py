@@ -1,5 +1,6 @@
-"""Classical baselines for text tasks (scikit-learn, training process only): what a user could
-build in ten lines, fit on a job's training rows, so the job can say what fine-tuning earns."""
+"""Classical baselines for text tasks: what a user could build in ten lines, fit on a job's
+training rows, so the job can say what fine-tuning earns. scikit-learn is imported inside
+the functions: it belongs to the train extra, and this module imports on a serving install."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from edgetune.task import Input, Text, TextPair
 
 TFIDF_DESCRIPTION = (
     "TF-IDF word 1-2-grams + character 2-5-grams (sublinear tf) + logistic regression (C=10)"
@@ -49,6 +52,11 @@ def tfidf_logistic_regression(
     return predicted
 
 
-def joined(text: str, text_pair: str | None) -> str:
-    """One text for a bag-of-words model from a text and its optional pair."""
-    return text if not text_pair else f"{text} \n {text_pair}"
+def input_texts(inputs: Sequence[Input]) -> list[str]:
+    """One text per text or text-pair input for a bag-of-words model (a pair joined on a
+    line break); inputs of other kinds have no text and are left out."""
+    return [
+        item.text if isinstance(item, Text) else f"{item.text} \n {item.text_pair}"
+        for item in inputs
+        if isinstance(item, Text | TextPair)
+    ]

@@ -1,4 +1,5 @@
-"""Classification metrics in numpy, shared by task plugins (no scikit-learn on the server)."""
+"""Classification metrics in numpy for task plugins (no scikit-learn, so they also run where
+only serving is installed, e.g. evaluating an exported model)."""
 
 from __future__ import annotations
 
