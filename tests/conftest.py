@@ -111,9 +111,11 @@ def repository(home: Path) -> ModelRepository:
 
 
 @pytest.fixture
-def settings(home: Path) -> Settings:
-    """Settings for an in-process server on a free loopback port."""
-    return Settings(
+def settings(home: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings for an in-process server on a free loopback port; a test marked
+    `@pytest.mark.settings(name=value, ...)` gets those changes, before any fixture (the
+    server, the job manager) is built from them (settings are frozen)."""
+    settings = Settings(
         home=home,
         host="127.0.0.1",
         port=0,
@@ -122,6 +124,8 @@ def settings(home: Path) -> Settings:
         disable_plugin_autoload=True,
         train_threads=1,
     )
+    marker = request.node.get_closest_marker("settings")
+    return settings.replace(**marker.kwargs) if marker is not None else settings
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from edgetune.exporters.evaluate import open_model
 from edgetune.plugins.manager import Plugins, build_plugins
 from edgetune.server.app import start_server
 from edgetune.server.convert import inputs_from_pb
-from edgetune.settings import Settings
+from edgetune.settings import load_settings
 from edgetune.store import ModelRepository
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.v1 import finetuning_pb2 as fpb
@@ -234,7 +234,7 @@ class TaskConformance:
     # -- the run behind `published` --------------------------------------------------------
 
     async def _fine_tune_and_serve(self, base: Path, home: Path) -> dict[str, Any]:
-        settings = Settings(
+        settings = load_settings(
             home=home,
             host="127.0.0.1",
             port=0,

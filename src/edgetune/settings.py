@@ -1,37 +1,68 @@
-"""Server settings: every knob in one place, read from EDGETUNE_* environment variables.
+"""Server settings in groups, read from EDGETUNE_* environment variables.
 
-Command-line flags override these; see `edgetune serve --help`.
+Each field of a group is the environment variable EDGETUNE_<FIELD> (the group is not part
+of the name: `settings.limits.max_batch_size` is EDGETUNE_MAX_BATCH_SIZE). Command-line
+flags override the environment; see `edgetune serve --help`. Settings are frozen: make a
+changed copy with `Settings.replace`. What a task plugin alone uses is the plugin's own
+setting, and a model's model-settings.json overrides batching and threads for that model.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
+from typing import Any, Literal, get_origin
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edgetune.errors import InvalidArgument
+
+ENV_PREFIX = "EDGETUNE_"
+_PINNED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def default_home() -> Path:
-    """~/.edgetune: where models (and later jobs and data sets) live unless EDGETUNE_HOME says."""
+    """~/.edgetune: where models, jobs and data sets live unless EDGETUNE_HOME says."""
     return Path.home() / ".edgetune"
 
 
-class Settings(BaseSettings):
-    """edgetune settings. Each field is also the environment variable EDGETUNE_<FIELD>."""
+class _Group(BaseModel):
+    """A group of settings: frozen, and a misspelt field is an error, not ignored."""
 
     # The docstrings under each field document it (README and tests/test_docs.py read
     # them); pydantic's use_attribute_docstrings would parse this file's source at every
     # start (60 ms of the server's start-up), so it stays off.
-    model_config = SettingsConfigDict(env_prefix="EDGETUNE_", extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    home: Path = Field(default_factory=default_home)
-    """Folder holding the model repository (`<home>/models/<name>/<version>/`)."""
+
+class ServerSettings(_Group):
+    """Where the gRPC server listens, how it stops, which plugins it loads."""
 
     host: str = "127.0.0.1"
     """Address the gRPC server binds to."""
 
     port: int = Field(default=50051, ge=0, le=65535)
     """Port the gRPC server binds to; 0 picks a free port."""
+
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled."""
+
+    shutdown_drain_delay_s: float = Field(default=1.0, ge=0)
+    """Seconds after SIGTERM/SIGINT during which health answers NOT_SERVING while new calls
+    are still accepted, so health checkers and load balancers move traffic away first."""
+
+    plugins: list[str] = Field(default_factory=list)
+    """Extra plugin modules to load by import path (like `--plugin`)."""
+
+    disable_plugin_autoload: bool = False
+    """Do not load plugins from the `edgetune` entry-point group of installed distributions."""
+
+
+class SecuritySettings(_Group):
+    """TLS and authentication. The TLS files come as a pair; a client CA needs them."""
 
     tls_cert_file: Path | None = None
     """PEM certificate chain of the server; with tls_key_file, the server speaks only TLS."""
@@ -46,14 +77,22 @@ class Settings(BaseSettings):
     """Serve plaintext on a non-loopback address (a warning is logged). Without TLS and
     without this, the server only starts on a loopback address."""
 
-    base_dirs: list[Path] = Field(default_factory=list)
-    """Folders besides `<home>/bases` that a fine-tune request's base_path may name a model
-    in; a path that resolves (symlinks followed) outside all of them is refused."""
-
     auth: str = ""
     """Authenticator for every call except health, reflection and v2 liveness/readiness:
     "token" (built-in bearer tokens with scopes, see `edgetune tokens`) or one a plugin
     registers; empty = no authentication."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SecuritySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+
+class LimitsSettings(_Group):
+    """Sizes and quotas every request and upload is checked against."""
 
     max_batch_size: int = Field(default=64, ge=1)
     """Most inputs accepted in one Classify call."""
@@ -63,6 +102,31 @@ class Settings(BaseSettings):
 
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message the server receives or sends."""
+
+    max_dataset_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Largest data-set file accepted by UploadDataset (and inline examples, encoded)."""
+
+    datasets_quota_mb: float = Field(default=2048, ge=0)
+    """Most disk space (MiB) the stored data sets may take together; an upload that would
+    pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+
+    max_base_file_bytes: int = Field(default=2 * 1024**3, ge=1)
+    """Largest file of a base model uploaded with UploadBase."""
+
+    max_base_bytes: int = Field(default=4 * 1024**3, ge=1)
+    """Largest base model (all its files) uploaded with UploadBase."""
+
+    bases_quota_mb: float = Field(default=16384, ge=0)
+    """Most disk space (MiB) the stored base models (`<home>/bases`) may take together; an
+    upload that would pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+
+    models_quota_mb: float = Field(default=0, ge=0)
+    """Disk space (MiB) the model repository may take; while it holds more, new fine-tune
+    jobs are refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+
+
+class BatchingSettings(_Group):
+    """The dynamic batcher (a model's model-settings.json can override these)."""
 
     batch_max_size: int = Field(default=32, ge=1)
     """Most inputs the dynamic batcher puts in one ONNX Runtime call (requests that arrive
@@ -79,6 +143,10 @@ class Settings(BaseSettings):
     """Batches of at most this many inputs, taken when no other request waits, run on the
     event-loop thread instead of the inference pool: saves two thread hand-offs (about
     0.3 ms) at the cost of holding other calls for that one short run. 0 always uses the pool."""
+
+
+class RuntimeSettings(_Group):
+    """ONNX Runtime and the loaded models: threads, providers, memory, start-up loading."""
 
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
@@ -107,22 +175,12 @@ class Settings(BaseSettings):
     """Models (`name`, or `name:version` for one version) loaded when the server starts and
     never evicted under the memory budget."""
 
-    model_control: str = Field(default="all", pattern="^(all|pinned|lazy)$")
+    model_control: Literal["all", "pinned", "lazy"] = "all"
     """Which models the server loads when it starts, before it reports ready: "all" (the
     `latest` version of every model in the repository, most recently published first,
     as many as the memory budget holds without evicting; the rest load on first use),
     "pinned" (only pinned_models) or "lazy" (none: each loads on its first request).
     Pinned models always load at start-up."""
-
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    """Port of the Prometheus metrics endpoint (HTTP, `/metrics`) on the gRPC host; it
-    follows the same rules (TLS with the server's certificate when one is set, plaintext
-    only on loopback unless `insecure`). 0 = no metrics endpoint."""
-
-    access_log: str = Field(default="off", pattern="^(off|text|json)$")
-    """One log line per request on the `edgetune.access` logger: "text" (key=value),
-    "json", or "off". Lines name the method, model, version, input count, status, queue
-    and inference milliseconds and the peer, never the inputs themselves."""
 
     warmup: bool = True
     """Run one inference at load so the first real request is not slow."""
@@ -130,39 +188,33 @@ class Settings(BaseSettings):
     verify_checksums: bool = True
     """Check each model file's sha256 against its manifest before loading it."""
 
-    shutdown_grace_s: float = Field(default=10.0, ge=0)
-    """Seconds in-flight calls get to finish after SIGTERM/SIGINT before they are cancelled."""
+    @field_validator("pinned_models")
+    @classmethod
+    def _pinned_names(cls, pinned: list[str]) -> list[str]:
+        for entry in pinned:
+            name, colon, spec = entry.partition(":")
+            if not _PINNED_NAME.fullmatch(name) or (colon and not _PINNED_NAME.fullmatch(spec)):
+                raise ValueError(
+                    f"pinned model {entry[:64]!r} is not `name` or `name:version` "
+                    "(a number or an alias)"
+                )
+        return pinned
 
-    shutdown_drain_delay_s: float = Field(default=1.0, ge=0)
-    """Seconds after SIGTERM/SIGINT during which health answers NOT_SERVING while new calls
-    are still accepted, so health checkers and load balancers move traffic away first."""
+    @property
+    def pinned_routes(self) -> list[tuple[str, str]]:
+        """(name, version-or-alias) of each pinned model, `latest` when only a name, sorted."""
+        return sorted(
+            (name, spec or "latest")
+            for name, _, spec in (entry.partition(":") for entry in set(self.pinned_models))
+        )
 
-    plugins: list[str] = Field(default_factory=list)
-    """Extra plugin modules to load by import path (like `--plugin`)."""
 
-    disable_plugin_autoload: bool = False
-    """Do not load plugins from the `edgetune` entry-point group of installed distributions."""
+class TrainingSettings(_Group):
+    """Fine-tuning jobs: concurrency, training processes, the int8 gate, the search."""
 
-    max_dataset_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
-    """Largest data-set file accepted by UploadDataset (and inline examples, encoded)."""
-
-    datasets_quota_mb: float = Field(default=2048, ge=0)
-    """Most disk space (MiB) the stored data sets may take together; an upload that would
-    pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
-
-    max_base_file_bytes: int = Field(default=2 * 1024**3, ge=1)
-    """Largest file of a base model uploaded with UploadBase."""
-
-    max_base_bytes: int = Field(default=4 * 1024**3, ge=1)
-    """Largest base model (all its files) uploaded with UploadBase."""
-
-    bases_quota_mb: float = Field(default=16384, ge=0)
-    """Most disk space (MiB) the stored base models (`<home>/bases`) may take together; an
-    upload that would pass it is refused with RESOURCE_EXHAUSTED. 0 = no quota."""
-
-    models_quota_mb: float = Field(default=0, ge=0)
-    """Disk space (MiB) the model repository may take; while it holds more, new fine-tune
-    jobs are refused with RESOURCE_EXHAUSTED. 0 = no quota."""
+    base_dirs: list[Path] = Field(default_factory=list)
+    """Folders besides `<home>/bases` that a fine-tune request's base_path may name a model
+    in; a path that resolves (symlinks followed) outside all of them is refused."""
 
     max_concurrent_jobs: int = Field(default=1, ge=1)
     """Fine-tuning jobs that train at the same time; the rest wait in the queue."""
@@ -179,7 +231,7 @@ class Settings(BaseSettings):
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
     """Largest int8-vs-fp32 drop of the gate metric (0.01 = 1 point) that still publishes int8."""
 
-    gate_failure: str = Field(default="fp32", pattern="^(fp32|fail)$")
+    gate_failure: Literal["fp32", "fail"] = "fp32"
     """What a job does when int8 loses more than max_accuracy_drop: publish the fp32 model
     ("fp32") or fail ("fail")."""
 
@@ -204,8 +256,150 @@ class Settings(BaseSettings):
     """Times a job may start; a job interrupted by a server restart resumes from its last
     checkpoint while attempts remain, else it fails with the reason."""
 
+
+class ObservabilitySettings(_Group):
+    """Metrics, the request log and the server's log level."""
+
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the Prometheus metrics endpoint (HTTP, `/metrics`) on the gRPC host; it
+    follows the same rules (TLS with the server's certificate when one is set, plaintext
+    only on loopback unless `insecure`). 0 = no metrics endpoint."""
+
+    access_log: Literal["off", "text", "json"] = "off"
+    """One log line per request on the `edgetune.access` logger: "text" (key=value),
+    "json", or "off". Lines name the method, model, version, input count, status, queue
+    and inference milliseconds and the peer, never the inputs themselves."""
+
     log_level: str = "INFO"
     """Python logging level of the server."""
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "server": ServerSettings,
+    "security": SecuritySettings,
+    "limits": LimitsSettings,
+    "batching": BatchingSettings,
+    "runtime": RuntimeSettings,
+    "training": TrainingSettings,
+    "observability": ObservabilitySettings,
+}
+FIELD_GROUPS: dict[str, str] = {
+    field: group for group, model in GROUPS.items() for field in model.model_fields
+}
+"""The group of every setting, by its flat name (the environment variable's)."""
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """EDGETUNE_<FIELD> variables, put into the field's group. Lists are JSON."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: __call__ reads every field at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        if (home := environ.get(f"{ENV_PREFIX}HOME")) is not None:
+            values["home"] = home
+        for field, group in FIELD_GROUPS.items():
+            raw = environ.get(f"{ENV_PREFIX}{field.upper()}")
+            if raw is None:
+                continue
+            annotation = GROUPS[group].model_fields[field].annotation
+            if get_origin(annotation) in (list, dict):
+                try:
+                    raw = json.loads(raw)
+                except json.JSONDecodeError:
+                    raise InvalidArgument(
+                        f'{ENV_PREFIX}{field.upper()} must be a JSON list, e.g. ["a", "b"]'
+                    ) from None
+            values.setdefault(group, {})[field] = raw
+        return values
+
+
+class Settings(BaseSettings):
+    """edgetune settings: the home folder and one frozen group per concern."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    """Folder holding the model repository (`<home>/models/<name>/<version>/`)."""
+
+    server: ServerSettings = ServerSettings()
+    """Where the gRPC server listens, how it stops, which plugins it loads."""
+
+    security: SecuritySettings = SecuritySettings()
+    """TLS and authentication."""
+
+    limits: LimitsSettings = LimitsSettings()
+    """Request, upload and disk limits."""
+
+    batching: BatchingSettings = BatchingSettings()
+    """The dynamic batcher."""
+
+    runtime: RuntimeSettings = RuntimeSettings()
+    """ONNX Runtime and the loaded models."""
+
+    training: TrainingSettings = TrainingSettings()
+    """Fine-tuning jobs."""
+
+    observability: ObservabilitySettings = ObservabilitySettings()
+    """Metrics and logs."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the flat EDGETUNE_* variables (no .env or secret files)."""
+        return init_settings, _FlatEnvironment(settings_cls)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_names(cls, data: Any) -> Any:
+        """Accept flat names (`Settings(max_batch_size=8)`) beside groups; a flat name wins
+        over the same field in a group (it came from an argument, the group maybe from the
+        environment)."""
+        if not isinstance(data, dict):
+            return data
+        routed: dict[str, Any] = {}
+        flat: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            if key in GROUPS or key == "home":
+                routed[key] = value.model_dump() if isinstance(value, BaseModel) else value
+            elif key in FIELD_GROUPS:
+                flat.setdefault(FIELD_GROUPS[key], {})[key] = value
+            else:
+                raise ValueError(f"unknown setting {key[:64]!r}")
+        for group, fields in flat.items():
+            routed[group] = {**routed.get(group, {}), **fields}
+        return routed
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with changes (flat names or whole groups), validated.
+
+        :raises InvalidArgument: a change is out of range or breaks a rule between settings;
+            the message names the setting.
+        """
+        values: dict[str, Any] = {"home": self.home}
+        values.update({group: getattr(self, group).model_dump() for group in GROUPS})
+        return load_settings(**values, **changes)
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Settings:
+        """Settings are frozen and validated: a copy goes through `replace`, so flat names
+        in update work and a bad value is refused."""
+        return self.replace(**(update or {}))
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name, JSON-ready (what EDGETUNE_<NAME> would hold)."""
+        values: dict[str, Any] = {"home": str(self.home)}
+        for group in GROUPS:
+            values.update(getattr(self, group).model_dump(mode="json"))
+        return values
 
     @property
     def bases_dir(self) -> Path:
@@ -226,3 +420,19 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         """Job work folders (checkpoints, exports in progress) and the job database."""
         return self.home / "jobs"
+
+
+def load_settings(**values: Any) -> Settings:
+    """Settings from values (flat names or groups) over the environment.
+
+    :raises InvalidArgument: a value is out of range, of the wrong type or breaks a rule
+        between settings; the message names the setting (as its environment variable).
+    """
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = [str(part) for part in first["loc"] if str(part) not in GROUPS]
+        name = f"{ENV_PREFIX}{where[0].upper()}" if where else "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidArgument(f"setting {name}: {message}") from None

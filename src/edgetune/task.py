@@ -113,10 +113,6 @@ class ModelFiles:
     manifest: Manifest
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    limits: Mapping[str, int] = field(default_factory=dict)
-    """Limits a host hands the runtime for its inputs, by name; empty unless one does. A
-    task's own limits are its plugin's settings (the image task reads
-    EDGETUNE_MAX_IMAGE_PIXELS itself), so the core need not know them."""
 
 
 @dataclass(slots=True)

@@ -102,7 +102,7 @@ async def test_node_watches_a_fine_tuning_job(server, channel, tiny_bert) -> Non
 async def remote(settings, plugins) -> AsyncIterator[RunningServer]:
     """A server that reads base models from its own home only: the client's folders are
     not its to read."""
-    settings.base_dirs = []
+    settings = settings.replace(base_dirs=[])
     running = await start_server(settings, plugins)
     yield running
     await running.stop(0)

@@ -143,8 +143,8 @@ async def test_train_export_and_serve_several_labels_per_text(
     inference = inference_pb2_grpc.InferenceStub(channel)
     texts = [r["text"] for r in held_out]
     results = []
-    for start in range(0, len(texts), settings.max_batch_size):
-        batch = texts[start : start + settings.max_batch_size]
+    for start in range(0, len(texts), settings.limits.max_batch_size):
+        batch = texts[start : start + settings.limits.max_batch_size]
         reply = await inference.Classify(
             ipb.ClassifyRequest(model="tags", inputs=[ipb.Input(text=t) for t in batch])
         )
@@ -171,9 +171,15 @@ async def test_train_export_and_serve_several_labels_per_text(
     tokens = await inference.Classify(
         ipb.ClassifyRequest(model="tags", inputs=[ipb.Input(tokens=ipb.TokenIds(ids=ids))])
     )
-    assert [s.label for s in tokens.results[0].labels] == [s.label for s in results[0].labels]
+    # Compared with the same text sent alone: in a batch it is padded to the batch's longest
+    # text, and int8 activations are quantized over the whole padded tensor, which moves
+    # scores by about 1e-4 with the batch's company.
+    alone = await inference.Classify(
+        ipb.ClassifyRequest(model="tags", inputs=[ipb.Input(text=texts[0])])
+    )
+    assert [s.label for s in tokens.results[0].labels] == [s.label for s in alone.results[0].labels]
     assert [s.score for s in tokens.results[0].labels] == pytest.approx(
-        [s.score for s in results[0].labels], abs=1e-4
+        [s.score for s in alone.results[0].labels], abs=1e-6
     )
 
     with pytest.raises(aio.AioRpcError) as caught:

@@ -117,7 +117,7 @@ async def test_a_model_that_fails_to_load_is_not_ready_and_says_why(
 
 
 async def test_lazy_model_control_loads_on_the_first_request(settings, plugins) -> None:
-    settings.model_control = "lazy"
+    settings = settings.replace(model_control="lazy")
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -164,7 +164,7 @@ async def code_of(call) -> grpc.StatusCode:
 
 
 async def test_tls_serves_only_tls_clients(settings, plugins, pki) -> None:
-    settings.tls_cert_file, settings.tls_key_file = pki.server.cert, pki.server.key
+    settings = settings.replace(tls_cert_file=pki.server.cert, tls_key_file=pki.server.key)
     async with running(settings, plugins) as address:
         async with tls_channel(address, pki) as channel:
             reply = await inference_pb2_grpc.InferenceStub(channel).Classify(CLASSIFY)
@@ -177,8 +177,8 @@ async def test_tls_serves_only_tls_clients(settings, plugins, pki) -> None:
 async def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
     settings, plugins, pki
 ) -> None:
-    settings.tls_cert_file, settings.tls_key_file = pki.server.cert, pki.server.key
-    settings.tls_client_ca_file = pki.ca.cert
+    settings = settings.replace(tls_cert_file=pki.server.cert, tls_key_file=pki.server.key)
+    settings = settings.replace(tls_client_ca_file=pki.ca.cert)
     async with running(settings, plugins) as address:
         async with tls_channel(address, pki, pki.client) as channel:
             reply = await inference_pb2_grpc.InferenceStub(channel).Classify(CLASSIFY)
@@ -191,10 +191,10 @@ async def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
 
 
 async def test_plaintext_off_loopback_needs_insecure_and_warns(settings, plugins, caplog) -> None:
-    settings.host = "0.0.0.0"
+    settings = settings.replace(host="0.0.0.0")
     with pytest.raises(FailedPrecondition, match=r"refusing to serve plaintext on 0\.0\.0\.0"):
         await start_server(settings, plugins)
-    settings.insecure = True
+    settings = settings.replace(insecure=True)
     with caplog.at_level(logging.WARNING, logger="edgetune.server.app"):
         server = await start_server(settings, plugins)
         await server.stop(0)
@@ -202,10 +202,14 @@ async def test_plaintext_off_loopback_needs_insecure_and_warns(settings, plugins
 
 
 async def test_half_a_tls_configuration_is_refused(settings, plugins, pki, tmp_path) -> None:
-    settings.tls_cert_file = pki.server.cert
+    # The pair is a rule of the settings: refused before any server starts.
     with pytest.raises(InvalidArgument, match="both tls_cert_file and tls_key_file"):
-        await start_server(settings, plugins)
-    settings.tls_key_file = tmp_path / "missing.key"
+        settings.replace(tls_cert_file=pki.server.cert)
+    with pytest.raises(InvalidArgument, match="tls_client_ca_file needs tls_cert_file"):
+        settings.replace(tls_client_ca_file=pki.ca.cert)
+    settings = settings.replace(
+        tls_cert_file=pki.server.cert, tls_key_file=tmp_path / "missing.key"
+    )
     with pytest.raises(InvalidArgument, match="tls_key_file: cannot read"):
         await start_server(settings, plugins)
 
@@ -234,7 +238,7 @@ async def test_tokens_are_stored_hashed(settings, tokens) -> None:
 
 
 async def test_each_method_needs_its_scope(settings, plugins, tokens) -> None:
-    settings.auth = "token"
+    settings = settings.replace(auth="token")
     async with running(settings, plugins) as address, aio.insecure_channel(address) as channel:
         inference = inference_pb2_grpc.InferenceStub(channel)
         models = models_pb2_grpc.ModelsStub(channel)
@@ -295,7 +299,7 @@ async def test_each_method_needs_its_scope(settings, plugins, tokens) -> None:
 
 
 async def test_a_revoked_token_stops_working_without_a_restart(settings, plugins, tokens) -> None:
-    settings.auth = "token"
+    settings = settings.replace(auth="token")
     async with running(settings, plugins) as address, aio.insecure_channel(address) as channel:
         inference = inference_pb2_grpc.InferenceStub(channel)
         reader = bearer(tokens["reader"])
@@ -311,7 +315,7 @@ async def test_a_revoked_token_stops_working_without_a_restart(settings, plugins
 async def test_a_revoked_token_stops_an_open_stream_at_its_next_message(
     settings, plugins, tokens
 ) -> None:
-    settings.auth = "token"
+    settings = settings.replace(auth="token")
     async with running(settings, plugins) as address, aio.insecure_channel(address) as channel:
         stream = inference_pb2_grpc.InferenceStub(channel).ClassifyStream(
             metadata=bearer(tokens["reader"])
@@ -327,7 +331,7 @@ async def test_a_revoked_token_stops_an_open_stream_at_its_next_message(
 
 
 async def test_two_authorization_headers_are_refused(settings, plugins, tokens) -> None:
-    settings.auth = "token"
+    settings = settings.replace(auth="token")
     async with running(settings, plugins) as address, aio.insecure_channel(address) as channel:
         inference = inference_pb2_grpc.InferenceStub(channel)
         both = bearer(tokens["reader"]) + bearer(tokens["reader"])
@@ -338,7 +342,7 @@ async def test_two_authorization_headers_are_refused(settings, plugins, tokens) 
 
 
 async def test_an_unknown_authenticator_stops_the_start(settings, plugins) -> None:
-    settings.auth = "kerberos"
+    settings = settings.replace(auth="kerberos")
     with pytest.raises(InvalidArgument, match=r"no authenticator named 'kerberos'.*token"):
         await start_server(settings, plugins)
 

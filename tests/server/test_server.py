@@ -64,7 +64,9 @@ async def test_reflection_lists_every_service(channel) -> None:
 async def test_graceful_stop_finishes_in_flight_calls_and_reports_not_serving(
     settings, plugins, monkeypatch
 ) -> None:
-    settings.inline_max_inputs = 0  # the held call must block a pool thread, not the loop
+    settings = settings.replace(
+        inline_max_inputs=0
+    )  # the held call must block a pool thread, not the loop
     running = await start_server(settings, plugins)
     async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)

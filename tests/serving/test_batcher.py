@@ -209,8 +209,8 @@ async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) 
 
     # The tiny model answers in microseconds: hold its first run so that the other calls
     # queue behind it (in the pool, not on the loop, which must stay free to take them in).
-    settings.inline_max_inputs = 0
-    settings.batch_max_size = 32
+    settings = settings.replace(inline_max_inputs=0)
+    settings = settings.replace(batch_max_size=32)
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -253,8 +253,10 @@ async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) 
 async def test_queue_overflow_over_grpc(settings, plugins) -> None:
     from edgetune.server.app import start_server
 
-    settings.max_queue_size = 1
-    settings.inline_max_inputs = 0  # the held run must block a pool thread, not the loop
+    settings = settings.replace(max_queue_size=1)
+    settings = settings.replace(
+        inline_max_inputs=0
+    )  # the held run must block a pool thread, not the loop
     running = await start_server(settings, plugins)
     try:
         served = await running.registry.get("tiny")

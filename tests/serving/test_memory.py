@@ -68,7 +68,7 @@ async def serving(settings: Settings, plugins: Plugins) -> AsyncIterator[Stubs]:
 
 
 async def test_a_loaded_model_reports_the_memory_it_takes(settings, plugins) -> None:
-    settings.model_control = "lazy"
+    settings = settings.replace(model_control="lazy")
     async with serving(settings, plugins) as stubs:
         before = await stubs.models.GetModel(mpb.GetModelRequest(name="tiny"))
         assert before.memory_bytes == 0
@@ -87,7 +87,7 @@ async def test_a_loaded_model_reports_the_memory_it_takes(settings, plugins) -> 
 async def test_the_least_recently_used_model_is_evicted_to_fit_the_budget(
     settings, plugins, copies, counted_by_file_size
 ) -> None:
-    settings.memory_budget_mb = 2.5 * copies / MIB  # room for two models
+    settings = settings.replace(memory_budget_mb=2.5 * copies / MIB)  # room for two models
     async with serving(settings, plugins) as stubs:
         await stubs.classify("a")
         await stubs.classify("b")
@@ -107,7 +107,9 @@ async def test_the_least_recently_used_model_is_evicted_to_fit_the_budget(
 async def test_start_up_loads_the_newest_models_that_fit_without_evicting(
     settings, plugins, copies, counted_by_file_size, caplog
 ) -> None:
-    settings.memory_budget_mb = 2.5 * copies / MIB  # room for two of tiny, a, b, c
+    settings = settings.replace(
+        memory_budget_mb=2.5 * copies / MIB
+    )  # room for two of tiny, a, b, c
     async with serving(settings, plugins) as stubs:
         assert await stubs.loaded() == ["b", "c"]  # published last
         info = await stubs.server.GetServerInfo(spb.GetServerInfoRequest())
@@ -120,9 +122,11 @@ async def test_start_up_loads_the_newest_models_that_fit_without_evicting(
 async def test_pinned_models_load_at_start_and_are_never_evicted(
     settings, plugins, copies, counted_by_file_size
 ) -> None:
-    settings.pinned_models = ["a"]
-    settings.model_control = "pinned"
-    settings.memory_budget_mb = 1.5 * copies / MIB  # room for the pinned model only
+    settings = settings.replace(pinned_models=["a"])
+    settings = settings.replace(model_control="pinned")
+    settings = settings.replace(
+        memory_budget_mb=1.5 * copies / MIB
+    )  # room for the pinned model only
     async with serving(settings, plugins) as stubs:
         assert await stubs.loaded() == ["a"]  # before any request
         info = await stubs.models.GetModel(mpb.GetModelRequest(name="a"))
@@ -134,7 +138,7 @@ async def test_pinned_models_load_at_start_and_are_never_evicted(
         assert "memory_budget_mb" in refused.value.details()
         assert await stubs.loaded() == ["a"]
 
-    settings.memory_budget_mb = 2.5 * copies / MIB
+    settings = settings.replace(memory_budget_mb=2.5 * copies / MIB)
     async with serving(settings, plugins) as stubs:
         await stubs.classify("b")
         await stubs.classify("c")  # b goes; pinned a, though used less recently, stays
@@ -142,7 +146,7 @@ async def test_pinned_models_load_at_start_and_are_never_evicted(
 
 
 async def test_a_pinned_model_that_does_not_exist_stops_the_start(settings, plugins) -> None:
-    settings.pinned_models = ["nope"]
+    settings = settings.replace(pinned_models=["nope"])
     with pytest.raises(NotFound, match="nope"):
         await start_server(settings, plugins)
 
@@ -155,8 +159,10 @@ async def test_a_reloaded_version_is_charged_what_its_first_load_measured(
     # by one size.
     readings = [0, 3 * copies, 0, 0, 0, copies]
     monkeypatch.setattr(model_module, "resident_bytes", lambda: readings.pop(0))
-    settings.memory_budget_mb = 3.5 * copies / MIB  # room for "a" as first measured, only
-    settings.model_control = "lazy"  # the readings above follow request order
+    settings = settings.replace(
+        memory_budget_mb=3.5 * copies / MIB
+    )  # room for "a" as first measured, only
+    settings = settings.replace(model_control="lazy")  # the readings above follow request order
     async with serving(settings, plugins) as stubs:
         await stubs.classify("a")  # measured 3 sizes
         models = stubs.models

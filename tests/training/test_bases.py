@@ -50,7 +50,7 @@ async def messages(
 @pytest.fixture
 async def remote(settings, plugins) -> AsyncIterator[RunningServer]:
     """A server that reads base models from its own home only (no base_dirs)."""
-    settings.base_dirs = []
+    settings = settings.replace(base_dirs=[])
     running = await start_server(settings, plugins)
     yield running
     await running.stop(0)
@@ -150,8 +150,7 @@ async def test_size_limits_and_the_quota_are_checked_on_the_header(
         ("max_base_bytes", total - 1, "(max_base_bytes)"),
         ("bases_quota_mb", (total - 1) / 2**20, "(bases_quota_mb)"),
     ]:
-        setattr(settings, field, value)
-        running = await start_server(settings, plugins)
+        running = await start_server(settings.replace(**{field: value}), plugins)
         try:
             async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
                 stub = finetuning_pb2_grpc.FineTuningStub(channel)
@@ -161,7 +160,6 @@ async def test_size_limits_and_the_quota_are_checked_on_the_header(
                 assert message in refused.value.details()
         finally:
             await running.stop(0)
-        setattr(settings, field, type(settings).model_fields[field].default)
     assert not (settings.bases_dir / "big").exists()
     assert not any((settings.bases_dir / ".uploads").glob("*"))  # nothing left behind
 

@@ -178,7 +178,7 @@ BAD_FILES = [
 async def test_bad_uploads_name_the_row(settings, plugins, data, filename, message) -> None:
     from edgetune.server.app import start_server
 
-    settings.max_dataset_bytes = 4096
+    settings = settings.replace(max_dataset_bytes=4096)
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -333,8 +333,8 @@ async def test_disk_quotas_for_data_sets_and_models(settings, plugins, tiny_bert
     from edgetune.server.app import start_server
 
     first, second = jsonl(sentiment_rows(40, seed=1)), jsonl(sentiment_rows(40, seed=2))
-    settings.datasets_quota_mb = (len(first) + len(second) // 2) / 2**20
-    settings.models_quota_mb = 1 / 2**20  # the seeded model alone is over it
+    settings = settings.replace(datasets_quota_mb=(len(first) + len(second) // 2) / 2**20)
+    settings = settings.replace(models_quota_mb=1 / 2**20)  # the seeded model alone is over it
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

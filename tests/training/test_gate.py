@@ -47,8 +47,8 @@ def gate(exported, settings: Settings):
         {"accuracy": 1.0},
         ROWS,
         [1, 0],
-        budget=settings.max_accuracy_drop,
-        on_failure=settings.gate_failure,
+        budget=settings.training.max_accuracy_drop,
+        on_failure=settings.training.gate_failure,
     )
 
 

@@ -71,10 +71,10 @@ async def test_cancel_stops_the_process_and_removes_partial_files(
     assert events[-1].state == pb.JOB_STATE_CANCELLED
 
 
+@pytest.mark.settings(max_queued_jobs=1)
 async def test_queued_jobs_wait_for_a_slot_and_can_be_cancelled(
     finetuning, tiny_bert, settings
 ) -> None:
-    settings.max_queued_jobs = 1
     dataset = await upload(finetuning, jsonl(sentiment_rows(200)))
     request = dict(base_path=str(tiny_bert), dataset_id=dataset.id, hyperparameters=SLOW)
     first = await finetuning.CreateJob(

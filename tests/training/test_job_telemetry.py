@@ -59,7 +59,7 @@ async def upload_messages(data: bytes) -> AsyncIterator[pb.UploadDatasetRequest]
 async def test_a_jobs_phases_join_the_create_job_trace(
     collector, settings, plugins, tiny_bert
 ) -> None:
-    settings.metrics_port = free_port()
+    settings = settings.replace(metrics_port=free_port())
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

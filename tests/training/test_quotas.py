@@ -39,7 +39,9 @@ def stored_bytes(settings) -> int:
 
 async def test_concurrent_uploads_cannot_pass_the_quota_together(settings, plugins) -> None:
     files = [jsonl(sentiment_rows(3000, seed=seed)) for seed in range(6)]  # ~150 kB each
-    settings.datasets_quota_mb = 1.3 * len(files[0]) / 2**20  # room for one, not two
+    settings = settings.replace(
+        datasets_quota_mb=1.3 * len(files[0]) / 2**20
+    )  # room for one, not two
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -51,7 +53,7 @@ async def test_concurrent_uploads_cannot_pass_the_quota_together(settings, plugi
         assert len(refused) >= 5, outcomes
         assert all(o.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for o in refused)
         assert "datasets_quota_mb" in refused[0].details()
-        assert stored_bytes(settings) <= settings.datasets_quota_mb * 2**20
+        assert stored_bytes(settings) <= settings.limits.datasets_quota_mb * 2**20
         assert not any((settings.datasets_dir / ".incoming").iterdir())
     finally:
         await running.stop(0)
@@ -60,7 +62,7 @@ async def test_concurrent_uploads_cannot_pass_the_quota_together(settings, plugi
 async def test_inline_examples_count_against_the_quota_and_refused_jobs_store_nothing(
     settings, plugins, tiny_bert
 ) -> None:
-    settings.datasets_quota_mb = 20_000 / 2**20
+    settings = settings.replace(datasets_quota_mb=20_000 / 2**20)
     running = await start_server(settings, plugins)
     rows = [pb.Example(**r) for r in sentiment_rows(2000)]  # ~70 kB of JSONL
     try:

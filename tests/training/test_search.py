@@ -120,7 +120,7 @@ async def test_the_baseline_is_scored_on_the_validation_rows_of_the_transformer(
     from edgetune.training.datasets import DatasetStore
     from edgetune.training.prepare import load_data
 
-    stored = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    stored = DatasetStore(settings.datasets_dir, plugins, settings.limits.max_dataset_bytes)
     spec = JobSpec(task=TASK, dataset_id=job.dataset_id, model_name="x", base_model="tiny")
     train, validation, labels = load_data(spec, plugins.task(TASK), stored)
     assert len(validation) == 8 and any("validating on 8" in e.message for e in events)
@@ -356,7 +356,9 @@ def test_kill_9_during_a_search_resumes_from_the_finished_trials(
 async def test_a_large_data_set_publishes_the_chosen_trials_model(settings, plugins) -> None:
     from edgetune.server.app import start_server
 
-    settings.search_refit_rows = 0  # every data set counts as large: no retraining
+    settings = settings.replace(
+        search_refit_rows=0
+    )  # every data set counts as large: no retraining
     running = await start_server(settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

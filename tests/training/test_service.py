@@ -42,7 +42,7 @@ TASK = "text-classification"
 
 @pytest.fixture
 def manager(settings: Settings, plugins: Plugins, repository: ModelRepository) -> Iterator[Any]:
-    datasets = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    datasets = DatasetStore(settings.datasets_dir, plugins, settings.limits.max_dataset_bytes)
     store = JobStore(settings.jobs_dir / "jobs.db")
     registry = ModelRegistry(repository, plugins, settings)
     yield JobManager(settings, plugins, repository, registry, datasets, store)
@@ -51,7 +51,9 @@ def manager(settings: Settings, plugins: Plugins, repository: ModelRepository) -
 
 @pytest.fixture
 def service(manager: JobManager, settings: Settings) -> FineTuningService:
-    bases = BaseStore(settings.bases_dir, settings.max_base_file_bytes, settings.max_base_bytes, 0)
+    bases = BaseStore(
+        settings.bases_dir, settings.limits.max_base_file_bytes, settings.limits.max_base_bytes, 0
+    )
     return FineTuningService(manager, manager.datasets, bases)
 
 
@@ -202,10 +204,10 @@ async def test_the_data_must_be_checked_for_the_jobs_task(
         )
 
 
+@pytest.mark.settings(models_quota_mb=0.001)  # the seeded model alone is more
 async def test_the_models_quota_refuses_new_jobs(
     service: FineTuningService, settings: Settings, specs: list[JobSpec]
 ) -> None:
-    settings.models_quota_mb = 0.001  # the seeded model alone is more
     with pytest.raises(ResourceExhausted, match="quota \\(models_quota_mb\\)"):
         await service.create_job(JobRequest(model_name="m", task=TASK))
 

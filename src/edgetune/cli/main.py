@@ -15,7 +15,7 @@ import grpc
 
 from edgetune.cli.common import client_channel, state_name
 from edgetune.errors import EdgetuneError, InvalidArgument
-from edgetune.settings import Settings
+from edgetune.settings import Settings, load_settings
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -40,15 +40,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     }
     if getattr(args, "insecure", False):
         overrides["insecure"] = True
-    settings = Settings(**overrides)
-    settings.plugins = [*settings.plugins, *getattr(args, "plugin", [])]
-    return settings
+    settings = load_settings(**overrides)
+    return settings.replace(plugins=[*settings.server.plugins, *getattr(args, "plugin", [])])
 
 
 def _plugins(settings: Settings):  # type: ignore[no-untyped-def]
     from edgetune.plugins.manager import build_plugins
 
-    return build_plugins(settings.plugins, autoload=not settings.disable_plugin_autoload)
+    return build_plugins(
+        settings.server.plugins, autoload=not settings.server.disable_plugin_autoload
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,7 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.observability.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     asyncio.run(serve(settings, _plugins(settings)))
     return 0

@@ -127,8 +127,8 @@ class RunningServer:
 async def start_server(
     settings: Settings, plugins: Plugins, *, tracer_provider: Any = None, wait_ready: bool = True
 ) -> RunningServer:
-    """Build every service, bind settings.host:settings.port and start serving; then load
-    the models settings.model_control asks for and report ready once they are loaded.
+    """Build every service, bind the server's host and port and start serving; then load
+    the models the model_control setting asks for and report ready once they are loaded.
 
     :param tracer_provider: an OpenTelemetry TracerProvider for traces; None reads the
         OTEL_* environment variables (tracing stays off unless they ask for it).
@@ -143,7 +143,7 @@ async def start_server(
     registry.listeners.append(ModelHealth(health_servicer, registry))
     await asyncio.to_thread(registry.check_pinned)
     metrics = None
-    if settings.metrics_port:
+    if settings.observability.metrics_port:
         from edgetune.server.telemetry import Metrics  # prometheus-client only when asked
 
         metrics = Metrics(registry, settings.jobs_dir / "jobs.db")
@@ -152,25 +152,32 @@ async def start_server(
     if tracer_provider is None:
         tracer_provider = own_provider = tracer_provider_from_env()
     executor = ThreadPoolExecutor(
-        max_workers=settings.inference_workers or physical_cores(), thread_name_prefix="infer"
+        max_workers=settings.runtime.inference_workers or physical_cores(),
+        thread_name_prefix="infer",
     )
     credentials = server_credentials(settings)
     interceptors: list[aio.ServerInterceptor] = [ErrorInterceptor()]
-    if settings.auth:
-        authenticator = plugins.authenticator(settings.auth)
+    if settings.security.auth:
+        authenticator = plugins.authenticator(settings.security.auth)
         authenticator.configure(settings)
         # First, so a refused call never reaches a (cached, wrapped) handler.
         interceptors.insert(0, AuthInterceptor(authenticator))
-    if metrics is not None or settings.access_log != "off" or tracer_provider is not None:
+    if (
+        metrics is not None
+        or settings.observability.access_log != "off"
+        or tracer_provider is not None
+    ):
         from edgetune.server.telemetry import TelemetryInterceptor
 
         # Outermost, so refused and failed calls are counted, logged and traced too.
-        interceptors.insert(0, TelemetryInterceptor(metrics, settings.access_log, tracer_provider))
+        interceptors.insert(
+            0, TelemetryInterceptor(metrics, settings.observability.access_log, tracer_provider)
+        )
     server = aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", settings.limits.max_message_bytes),
+            ("grpc.max_send_message_length", settings.limits.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
@@ -186,8 +193,8 @@ async def start_server(
     datasets = DatasetStore(
         settings.datasets_dir,
         plugins,
-        settings.max_dataset_bytes,
-        int(settings.datasets_quota_mb * 2**20),
+        settings.limits.max_dataset_bytes,
+        int(settings.limits.datasets_quota_mb * 2**20),
     )
     datasets.remove_stale_uploads()
     jobs = JobManager(
@@ -200,9 +207,9 @@ async def start_server(
     )
     bases = BaseStore(
         settings.bases_dir,
-        settings.max_base_file_bytes,
-        settings.max_base_bytes,
-        int(settings.bases_quota_mb * 2**20),
+        settings.limits.max_base_file_bytes,
+        settings.limits.max_base_bytes,
+        int(settings.limits.bases_quota_mb * 2**20),
     )
     bases.remove_stale_uploads()
     finetuning_pb2_grpc.add_FineTuningServicer_to_server(
@@ -212,7 +219,7 @@ async def start_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    address = f"{settings.host}:{settings.port}"
+    address = f"{settings.server.host}:{settings.server.port}"
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -224,7 +231,7 @@ async def start_server(
     async def load_models() -> None:
         started = time.perf_counter()
         try:
-            await registry.load_at_startup(settings.model_control)
+            await registry.load_at_startup(settings.runtime.model_control)
         except Exception:  # a bug, not a model that failed (those are logged and skipped)
             log.exception("start-up loading failed; models load on their first request")
         state.starting = False
@@ -249,10 +256,10 @@ async def start_server(
         await health_servicer.set(name, SERVING)
     log.info(
         "edgetune serving on %s:%d (providers: %s); loading models (model_control=%s)",
-        settings.host,
+        settings.server.host,
         port,
         ", ".join(registry.providers),
-        settings.model_control,
+        settings.runtime.model_control,
     )
 
     running = RunningServer(
@@ -277,29 +284,26 @@ def server_credentials(settings: Settings) -> Any:
     allowed on a loopback address, or elsewhere only with `insecure` (and a warning).
 
     :raises FailedPrecondition: plaintext on a non-loopback address without `insecure`.
-    :raises InvalidArgument: half a TLS configuration, or a file that cannot be read.
+    :raises InvalidArgument: a TLS file that cannot be read.
     """
-    if settings.tls_cert_file is None and settings.tls_key_file is None:
-        if settings.tls_client_ca_file is not None:
-            raise InvalidArgument("tls_client_ca_file needs tls_cert_file and tls_key_file")
-        if not _is_loopback(settings.host):
-            if not settings.insecure:
+    # The settings guarantee the certificate and key come as a pair, a client CA with them.
+    if settings.security.tls_cert_file is None or settings.security.tls_key_file is None:
+        if not _is_loopback(settings.server.host):
+            if not settings.security.insecure:
                 raise FailedPrecondition(
-                    f"refusing to serve plaintext on {settings.host}: set tls_cert_file and "
+                    f"refusing to serve plaintext on {settings.server.host}: set tls_cert_file and "
                     "tls_key_file, bind a loopback address, or set insecure to allow it"
                 )
             log.warning(
                 "serving WITHOUT TLS on %s: anyone on the network can read and send calls",
-                settings.host,
+                settings.server.host,
             )
         return None
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        raise InvalidArgument("TLS needs both tls_cert_file and tls_key_file")
-    chain = _read_pem(settings.tls_cert_file, "tls_cert_file")
-    key = _read_pem(settings.tls_key_file, "tls_key_file")
+    chain = _read_pem(settings.security.tls_cert_file, "tls_cert_file")
+    key = _read_pem(settings.security.tls_key_file, "tls_key_file")
     client_ca = (
-        _read_pem(settings.tls_client_ca_file, "tls_client_ca_file")
-        if settings.tls_client_ca_file
+        _read_pem(settings.security.tls_client_ca_file, "tls_client_ca_file")
+        if settings.security.tls_client_ca_file
         else None
     )
     return grpc.ssl_server_credentials(
@@ -333,7 +337,9 @@ async def serve(settings: Settings, plugins: Plugins) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"edgetune listening on {settings.host}:{running.port}", flush=True)
+    print(f"edgetune listening on {settings.server.host}:{running.port}", flush=True)
     await stop.wait()
-    log.info("shutting down: draining in-flight calls for up to %.1fs", settings.shutdown_grace_s)
-    await running.stop(settings.shutdown_grace_s, settings.shutdown_drain_delay_s)
+    log.info(
+        "shutting down: draining in-flight calls for up to %.1fs", settings.server.shutdown_grace_s
+    )
+    await running.stop(settings.server.shutdown_grace_s, settings.server.shutdown_drain_delay_s)

@@ -156,9 +156,9 @@ def server_info_to_pb(report: ServerReport) -> server_pb2.ServerInfo:
         ],
         execution_providers=report.providers,
         limits=server_pb2.Limits(
-            max_batch_size=settings.max_batch_size,
-            max_text_bytes=settings.max_text_bytes,
-            max_message_bytes=settings.max_message_bytes,
+            max_batch_size=settings.limits.max_batch_size,
+            max_text_bytes=settings.limits.max_text_bytes,
+            max_message_bytes=settings.limits.max_message_bytes,
         ),
         onnxruntime_version=report.onnxruntime_version,
         memory=server_pb2.Memory(
@@ -167,6 +167,6 @@ def server_info_to_pb(report: ServerReport) -> server_pb2.ServerInfo:
             budget_bytes=report.budget_bytes,
         ),
         ready=report.ready,
-        model_control=settings.model_control,
+        model_control=settings.runtime.model_control,
         capabilities=report.capabilities,
     )

@@ -64,6 +64,6 @@ class KServeServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         answer = await self.service.classify(
             request.model_name,
             request.model_version,
-            convert_v2.inputs_from_tensors(request, self.service.settings.max_batch_size),
+            convert_v2.inputs_from_tensors(request, self.service.settings.limits.max_batch_size),
         )
         return convert_v2.infer_response(request, answer, self.admin.task_of(answer.version))

@@ -37,7 +37,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         answer = await self.service.classify(
             request.model,
             request.version,
-            convert.inputs_from_pb(request.inputs, self.service.settings.max_batch_size),
+            convert.inputs_from_pb(request.inputs, self.service.settings.limits.max_batch_size),
             request.top_k,
         )
         return inference_pb2.ClassifyResponse(

@@ -163,23 +163,27 @@ class Metrics(Observer):
             queue.observe(record.queue_s)
 
     def serve(self, settings: Settings) -> Any:
-        """Start the HTTP endpoint on settings.host:settings.metrics_port (TLS when the
+        """Start the HTTP endpoint on the server's host and the metrics port (TLS when the
         gRPC server has it); the server object, to shut down."""
         cert, key, client_ca = (
-            settings.tls_cert_file,
-            settings.tls_key_file,
-            settings.tls_client_ca_file,
+            settings.security.tls_cert_file,
+            settings.security.tls_key_file,
+            settings.security.tls_client_ca_file,
         )
         httpd, _ = start_http_server(
-            settings.metrics_port,
-            settings.host.strip("[]"),
+            settings.observability.metrics_port,
+            settings.server.host.strip("[]"),
             self.registry,
             certfile=str(cert) if cert and key else None,
             keyfile=str(key) if cert and key else None,
             client_cafile=str(client_ca) if client_ca else None,
             client_auth_required=client_ca is not None,
         )
-        log.info("Prometheus metrics on %s:%d/metrics", settings.host, settings.metrics_port)
+        log.info(
+            "Prometheus metrics on %s:%d/metrics",
+            settings.server.host,
+            settings.observability.metrics_port,
+        )
         return httpd
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnxruntime as ort
@@ -51,7 +51,6 @@ class ServedModel:
         *,
         verify: bool,
         warmup: bool,
-        limits: Mapping[str, int] | None = None,
     ) -> ServedModel:
         """Check files, open the session, build the task runtime and warm up (blocking)."""
         started = time.perf_counter()
@@ -72,7 +71,6 @@ class ServedModel:
             manifest=version.manifest,
             input_names=tuple(i.name for i in session.get_inputs()),
             output_names=tuple(o.name for o in session.get_outputs()),
-            limits=dict(limits or {}),
         )
         model = cls(version, task, session, task.runtime(files), 0.0)
         if warmup:

@@ -78,8 +78,10 @@ class ModelRegistry:
         self.repository = repository
         self.plugins = plugins
         self.settings = settings
-        self.providers = choose_providers(settings.execution_providers)
-        self._options = session_options(settings.intra_op_threads, settings.intra_op_spinning)
+        self.providers = choose_providers(settings.runtime.execution_providers)
+        self._options = session_options(
+            settings.runtime.intra_op_threads, settings.runtime.intra_op_spinning
+        )
         self._loaded: dict[Key, ServedModel] = {}
         self._charges: dict[Key, int] = {}  # the most each version was measured at
         self._routes: dict[tuple[str, str], ServedModel] = {}
@@ -88,8 +90,8 @@ class ModelRegistry:
         self.observer = observer or Observer()
         self._loading: set[Key] = set()
         self._failed: dict[Key, str] = {}
-        self.budget_bytes = int(settings.memory_budget_mb * MIB)
-        self._pinned = set(settings.pinned_models)
+        self.budget_bytes = int(settings.runtime.memory_budget_mb * MIB)
+        self._pinned = set(settings.runtime.pinned_models)
 
     @property
     def loaded(self) -> dict[Key, ServedModel]:
@@ -139,7 +141,7 @@ class ModelRegistry:
         evicting one loaded before it. A version that cannot load is logged and left
         FAILED; one that does not fit stays AVAILABLE (it loads on its first request)."""
         wanted = []  # (the route it serves, the version), pinned first
-        for route in self._pinned_specs():  # they resolved when the server started
+        for route in self.settings.runtime.pinned_routes:  # they resolved when the server started
             wanted.append((route, await asyncio.to_thread(self.repository.resolve, *route)))
         if model_control == "all":
             latest = []
@@ -175,16 +177,8 @@ class ModelRegistry:
 
         :raises NotFound: naming the pinned model or version.
         """
-        for name, spec in self._pinned_specs():
+        for name, spec in self.settings.runtime.pinned_routes:
             self.repository.resolve(name, spec)
-
-    def _pinned_specs(self) -> list[tuple[str, str]]:
-        """(name, version-or-alias) of each pinned model; `latest` when only a name."""
-        specs = []
-        for pinned in sorted(self._pinned):
-            name, _, spec = pinned.partition(":")
-            specs.append((name, spec or LATEST))
-        return specs
 
     async def get(self, name: str, spec: str = "") -> ServedModel:
         """The model a request for (name, spec) runs on, loading it on first use."""
@@ -262,8 +256,8 @@ class ModelRegistry:
                     task,
                     self._session_options(model_settings),
                     self.providers,
-                    verify=self.settings.verify_checksums,
-                    warmup=self.settings.warmup,
+                    verify=self.settings.runtime.verify_checksums,
+                    warmup=self.settings.runtime.warmup,
                 )
             except Exception as exc:
                 reason = exc.message if isinstance(exc, EdgetuneError) else repr(exc)[:500]
@@ -292,8 +286,8 @@ class ModelRegistry:
     def _session_options(self, model: ModelSettings) -> ort.SessionOptions:
         """The server's shared session options, or the model's own when it sets threads."""
         if (model.intra_op_threads, model.intra_op_spinning) == (
-            self.settings.intra_op_threads,
-            self.settings.intra_op_spinning,
+            self.settings.runtime.intra_op_threads,
+            self.settings.runtime.intra_op_spinning,
         ):
             return self._options
         return session_options(model.intra_op_threads, model.intra_op_spinning)

@@ -107,11 +107,10 @@ class InferenceService:
     def _check_inputs(self, inputs: Sequence[Input]) -> None:
         if not inputs:
             raise InvalidArgument("inputs is empty: send at least one input")
-        if len(inputs) > self.settings.max_batch_size:
-            raise InvalidArgument(
-                f"inputs has {len(inputs)} items; the limit is {self.settings.max_batch_size}"
-            )
-        limit = self.settings.max_text_bytes
+        most = self.settings.limits.max_batch_size
+        if len(inputs) > most:
+            raise InvalidArgument(f"inputs has {len(inputs)} items; the limit is {most}")
+        limit = self.settings.limits.max_text_bytes
         for index, item in enumerate(inputs):
             if isinstance(item, Text):
                 fields: tuple[tuple[str, str], ...] = (("text", item.text),)

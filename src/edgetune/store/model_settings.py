@@ -79,8 +79,12 @@ class ModelOverrides(BaseModel):
     def applied_to(self, settings: Settings) -> ModelSettings:
         """The model's settings: each override, else the server's value."""
 
+        from edgetune.settings import FIELD_GROUPS
+
         def pick(name: str) -> object:
             value = getattr(self, name)
-            return getattr(settings, name) if value is None else value
+            if value is None:
+                return getattr(getattr(settings, FIELD_GROUPS[name]), name)
+            return value
 
         return ModelSettings(**{name: pick(name) for name in type(self).model_fields})  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ CANCEL_WAIT_S = 5.0
 def settings_env(settings: Settings) -> dict[str, str]:
     """The server's effective settings as EDGETUNE_* variables for a child process."""
     env = dict(os.environ)
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in settings.flat().items():
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
         env[f"EDGETUNE_{name.upper()}"] = text
     return env
@@ -103,7 +103,7 @@ class JobManager:
             if checkpoints
             else "from the start (no checkpoint yet)"
         )
-        if job.attempts < self.settings.max_job_attempts:
+        if job.attempts < self.settings.training.max_job_attempts:
             self.store.transition(
                 job.id,
                 JobState.QUEUED,
@@ -152,7 +152,7 @@ class JobManager:
             spec,
             JobState.VALIDATING,
             "validating the data",
-            self.settings.max_queued_jobs,
+            self.settings.training.max_queued_jobs,
         )
         if not created:
             return job
@@ -213,12 +213,14 @@ class JobManager:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(process.wait()), self.settings.cancel_grace_s)
+                await asyncio.wait_for(
+                    asyncio.shield(process.wait()), self.settings.training.cancel_grace_s
+                )
             except TimeoutError:
                 log.warning(
                     "job %s did not stop within %.1fs; killing it",
                     job_id,
-                    self.settings.cancel_grace_s,
+                    self.settings.training.cancel_grace_s,
                 )
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
@@ -271,7 +273,7 @@ class JobManager:
         async with self._kick_lock:
             queued = await asyncio.to_thread(self.store.in_states, [JobState.QUEUED])
             for job in queued:
-                if len(self._processes) >= self.settings.max_concurrent_jobs:
+                if len(self._processes) >= self.settings.training.max_concurrent_jobs:
                     break
                 await self._start(job)
 

@@ -201,7 +201,7 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
         report["estimated_metrics"] = found.metrics
         hp = found.hyperparameters
         rows = len(data.train_rows) + len(val_rows)
-        if not spec.validation_dataset_id and rows <= settings.search_refit_rows:
+        if not spec.validation_dataset_id and rows <= settings.training.search_refit_rows:
             hp = hp.model_copy(update={"epochs": found.best_epoch, "early_stopping_patience": 100})
             context.say(
                 f"retraining the chosen configuration on all {rows} labelled rows for "
@@ -325,8 +325,8 @@ def publish(
                 fp32,
                 val_rows,
                 val_label_ids,
-                budget=settings.max_accuracy_drop,
-                on_failure=settings.gate_failure,
+                budget=settings.training.max_accuracy_drop,
+                on_failure=settings.training.gate_failure,
             )
         if chosen is not None:
             (staged / MODEL_FILE).rename(staged / FP32_FILE)

@@ -225,7 +225,7 @@ class Search:
         first = [t for t in self.study.trials if t.number == 0 and "seconds" in t.user_attrs]
         if not first:
             return None
-        return float(self.settings.search_budget_factor * first[0].user_attrs["seconds"])
+        return float(self.settings.training.search_budget_factor * first[0].user_attrs["seconds"])
 
     def run(
         self,
@@ -415,7 +415,7 @@ def data_max_length(
         return hp.max_length
     p95 = int(np.percentile(lengths, 95))
     model_limit = getattr(preprocessor, "model_max_length", None)
-    limits = [settings.search_max_length]
+    limits = [settings.training.search_max_length]
     if isinstance(model_limit, int) and 0 < model_limit < 1_000_000:
         limits.append(model_limit)
     return max(16, min(-(-p95 // 16) * 16, *limits))

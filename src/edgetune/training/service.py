@@ -198,7 +198,7 @@ class FineTuningService:
         raise InvalidArgument(f"{field} is required (tasks: {known})")
 
     async def _check_quota(self) -> None:
-        quota = int(self.jobs.settings.models_quota_mb * MIB)
+        quota = int(self.jobs.settings.limits.models_quota_mb * MIB)
         if quota:
             used = await asyncio.to_thread(folder_bytes, self.jobs.settings.models_dir)
             if used >= quota:
@@ -283,7 +283,7 @@ class FineTuningService:
             raise InvalidArgument("base_path contains a NUL character")
         if ".." in path.parts:
             raise InvalidArgument(f"base_path {quoted(raw)} must not contain '..'")
-        roots = [settings.bases_dir, *settings.base_dirs]
+        roots = [settings.bases_dir, *settings.training.base_dirs]
         resolved = (path if path.is_absolute() else settings.bases_dir / path).resolve()
         if any(resolved.is_relative_to(root.resolve()) for root in roots):
             return resolved

@@ -24,7 +24,7 @@ from opentelemetry import trace
 
 from edgetune.errors import EdgetuneError
 from edgetune.plugins.manager import Plugins, build_plugins
-from edgetune.settings import Settings
+from edgetune.settings import Settings, load_settings
 from edgetune.store import ModelRepository
 from edgetune.tracing import context_from_env, tracer_provider_from_env
 from edgetune.training import search
@@ -69,19 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     cancel = CancelFlag()
-    settings = Settings()
+    settings = load_settings()
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.observability.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    os.nice(settings.train_nice)
+    os.nice(settings.training.train_nice)
     import torch
 
-    torch.set_num_threads(settings.train_threads or _cores())
+    torch.set_num_threads(settings.training.train_threads or _cores())
     store = JobStore(settings.jobs_dir / "jobs.db")
     job = store.get(args.job)
     workdir = settings.jobs_dir / job.id
-    plugins = build_plugins(settings.plugins, autoload=not settings.disable_plugin_autoload)
-    datasets = DatasetStore(settings.datasets_dir, plugins, settings.max_dataset_bytes)
+    plugins = build_plugins(
+        settings.server.plugins, autoload=not settings.server.disable_plugin_autoload
+    )
+    datasets = DatasetStore(settings.datasets_dir, plugins, settings.limits.max_dataset_bytes)
     provider = tracer_provider_from_env()
     if provider is not None:
         trace.set_tracer_provider(provider)
