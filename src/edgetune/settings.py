@@ -216,8 +216,9 @@ class TrainingSettings(_Group):
     """Folders besides `<home>/bases` that a fine-tune request's base_path may name a model
     in; a path that resolves (symlinks followed) outside all of them is refused."""
 
-    max_concurrent_jobs: int = Field(default=1, ge=1)
-    """Fine-tuning jobs that train at the same time; the rest wait in the queue."""
+    max_concurrent_jobs: int = Field(default=1, ge=0)
+    """Fine-tuning jobs that train at the same time; the rest wait in the queue. 0 pauses
+    fine-tuning: jobs are accepted and queued, and none starts until a restart with more."""
 
     max_queued_jobs: int = Field(default=32, ge=1)
     """Fine-tuning jobs that may wait for a slot; beyond it CreateJob gets RESOURCE_EXHAUSTED."""

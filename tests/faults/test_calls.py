@@ -177,11 +177,11 @@ async def test_a_client_that_drops_classify_stream_leaves_nothing_behind(server,
     assert after == baseline, [t.get_coro() for t in asyncio.all_tasks()]
 
 
+@pytest.mark.settings(max_concurrent_jobs=0)  # the job stays queued: no training process
 async def test_a_client_that_drops_watch_job_leaves_nothing_behind(
     server, channel, tiny_bert
 ) -> None:
     stub = finetuning_pb2_grpc.FineTuningStub(channel)
-    server.jobs._closing = True  # keep the job queued: no training process is needed here
     dataset = await upload(stub, jsonl(sentiment_rows(20)))
     job = await stub.CreateJob(
         fpb.CreateJobRequest(
@@ -197,12 +197,8 @@ async def test_a_client_that_drops_watch_job_leaves_nothing_behind(
         call = stub.WatchJob(fpb.WatchJobRequest(id=job.id))
         await call.read()
         await call.read()
-        # Not synchronisation the test can do yet: the hang-up should come while the
-        # server's handler waits for the job's next event, and nothing public says it is
-        # waiting (a count of JobSignals' waiters would; that belongs to the WatchJob
-        # rework in training/). The pause only makes that state likely: the leak check
-        # below must hold whenever the hang-up comes.
-        await asyncio.sleep(0.3)
+        # Hang up while the server's handler waits for the job's next event.
+        await server.jobs.signals.until_waiting(job.id)
         call.cancel()
 
     await watch_and_hang_up()
@@ -211,7 +207,8 @@ async def test_a_client_that_drops_watch_job_leaves_nothing_behind(
         await watch_and_hang_up()
     after = await wait_for_counts(baseline)
     assert after == baseline, [t.get_coro() for t in asyncio.all_tasks()]
-    server.jobs._closing = False
+    # every hung-up watch stops waiting (gRPC cancels its handler soon after the hang-up)
+    await asyncio.wait_for(server.jobs.signals.until_waiting(job.id, 0), 10)
 
 
 async def upload(stub, data: bytes) -> fpb.Dataset:

@@ -236,7 +236,7 @@ class JobManager:
                 changed.clear()  # before reading, so an event after the read still wakes us
                 if (await asyncio.to_thread(self.store.get, job_id)).state.final:
                     return
-                await self.signals.wait(changed, WATCH_FALLBACK_S)
+                await self.signals.wait(job_id, changed, WATCH_FALLBACK_S)
 
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events after `after`, then new ones as they are written, until the job is final.
@@ -256,7 +256,7 @@ class JobManager:
                     continue
                 if final:
                     return
-                await self.signals.wait(changed, WATCH_FALLBACK_S)
+                await self.signals.wait(job_id, changed, WATCH_FALLBACK_S)
 
     def _read_events(self, job_id: str, after: int) -> tuple[bool, Sequence[Event]]:
         """Whether the job is final, then its events after `after`: in this order, so the

@@ -27,6 +27,8 @@ class JobSignals:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._pipes: dict[str, int] = {}  # job -> read end of its training process's pipe
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._parked: dict[str, int] = {}  # job -> coroutines waiting in `wait` now
+        self._parked_changed = asyncio.Event()
 
     @contextlib.contextmanager
     def waiter(self, job_id: str) -> Iterator[asyncio.Event]:
@@ -43,10 +45,29 @@ class JobSignals:
             if not waiting:
                 self._waiters.pop(job_id, None)
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> None:
-        """Until event is set or `seconds` have passed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+    async def wait(self, job_id: str, event: asyncio.Event, seconds: float) -> None:
+        """Until event (a waiter of job_id) is set or `seconds` have passed."""
+        self._parked[job_id] = self._parked.get(job_id, 0) + 1
+        self._parked_changed.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), seconds)
+        finally:
+            self._parked[job_id] -= 1
+            if not self._parked[job_id]:
+                del self._parked[job_id]
+            self._parked_changed.set()
+
+    def waiting(self, job_id: str) -> int:
+        """How many coroutines (watches, cancels) wait for job_id's next event now."""
+        return self._parked.get(job_id, 0)
+
+    async def until_waiting(self, job_id: str, count: int = 1) -> None:
+        """Return once at least `count` coroutines wait for job_id's next event (0: once
+        none does, e.g. after every watcher hung up)."""
+        while (self.waiting(job_id) < count) if count else self.waiting(job_id):
+            self._parked_changed.clear()
+            await self._parked_changed.wait()
 
     def notify(self, job_id: str) -> None:
         """An event of job_id was committed (from any thread)."""
