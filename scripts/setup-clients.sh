@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the third-party clients the client tests run against the server: tritonclient in
-# its own venv (it needs protobuf < 7; the server uses 7), the Node example's packages, the
-# C++ example (Debian's gRPC packages) and a Prometheus server that scrapes the metrics
-# endpoint (Debian's prometheus); Debian packages are installed with apt-get when run as
-# root. Idempotent.
+# its own venv (it needs protobuf < 7; the server uses 7), the Node example's packages,
+# the C++ example (Debian's gRPC packages), a Prometheus server that scrapes the metrics
+# endpoint (Debian's prometheus) and nginx (the L7 gRPC proxy in front of two replicas);
+# Debian packages are installed with apt-get when run as root. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,9 +24,10 @@ fi
 go_packages="golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev"
 if ! command -v grpc_cpp_plugin >/dev/null || ! pkg-config --exists grpc++ 2>/dev/null \
   || ! command -v prometheus >/dev/null || ! command -v protoc-gen-go-grpc >/dev/null \
+  || ! command -v nginx >/dev/null \
   || ! dpkg -s golang-github-golang-protobuf-1-5-dev >/dev/null 2>&1; then
   packages="g++ pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc"
-  packages="$packages prometheus $go_packages"
+  packages="$packages prometheus nginx-light $go_packages"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null

@@ -41,7 +41,8 @@ def test_every_field_has_one_group_and_settings_are_frozen() -> None:
         settings.limits.max_batch_size = 3  # type: ignore[misc]
     with pytest.raises(ValidationError, match="frozen"):
         settings.home = Path("/elsewhere")  # type: ignore[misc]
-    changed = settings.replace(max_batch_size=3, model_control="lazy")
+    changed = settings.replace(max_batch_size=3, model_control="lazy", home=Path("/h"))
+    assert changed.home == Path("/h")
     assert (changed.limits.max_batch_size, changed.runtime.model_control) == (3, "lazy")
     assert settings.limits.max_batch_size == 64  # the original is untouched
 

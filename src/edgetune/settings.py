@@ -182,6 +182,16 @@ class RuntimeSettings(_Group):
     "pinned" (only pinned_models) or "lazy" (none: each loads on its first request).
     Pinned models always load at start-up."""
 
+    repository_dir: Path | None = None
+    """Folder of the model repository; unset = `<home>/models`. Replicas that serve the same
+    models point theirs at one shared folder (a network file system) and keep a home each
+    (jobs and data sets stay with the one replica that fine-tunes)."""
+
+    repository_poll_s: float = Field(default=0.0, ge=0)
+    """Seconds between checks of the repository for alias moves (a new `latest`) of the
+    models being served, which are then loaded, warmed and switched to as a local
+    promotion is, so a replica follows what another one published. 0 = off."""
+
     warmup: bool = True
     """Run one inference at load so the first real request is not slow."""
 
@@ -388,7 +398,7 @@ class Settings(BaseSettings):
         """
         values: dict[str, Any] = {"home": self.home}
         values.update({group: getattr(self, group).model_dump() for group in GROUPS})
-        return load_settings(**values, **changes)
+        return load_settings(**(values | changes))
 
     def model_copy(self, *, update: Any = None, deep: bool = False) -> Settings:
         """Settings are frozen and validated: a copy goes through `replace`, so flat names
@@ -409,8 +419,8 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Root of the model repository."""
-        return self.home / "models"
+        """Root of the model repository (`repository_dir`, else `<home>/models`)."""
+        return self.runtime.repository_dir or self.home / "models"
 
     @property
     def datasets_dir(self) -> Path:

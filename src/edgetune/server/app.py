@@ -95,6 +95,8 @@ class RunningServer:
     metrics_server: Any = None
     tracer_provider: Any = None
     """The OpenTelemetry provider the server made from OTEL_* (flushed at stop)."""
+    follower: asyncio.Task[None] | None = None
+    """Re-reads the repository every repository_poll_s (None when that is 0)."""
 
     @property
     def metrics_port(self) -> int:
@@ -111,6 +113,8 @@ class RunningServer:
         training processes (their jobs resume on the next start)."""
         self.state.draining = True
         self.startup.cancel()
+        if self.follower is not None:
+            self.follower.cancel()
         await self.health.enter_graceful_shutdown()
         if drain_delay:
             await asyncio.sleep(drain_delay)
@@ -243,14 +247,29 @@ async def start_server(
             time.perf_counter() - started,
         )
 
+    async def follow_repository(period: float) -> None:
+        # An interval timer, not synchronisation: the repository signals nothing when
+        # another replica publishes, so it is read every `repository_poll_s`.
+        await startup
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await registry.follow()
+            except Exception:
+                log.exception("following the repository failed; trying again")
+
     # Loading starts now, in threads, while the server binds and the job store recovers.
     startup = asyncio.create_task(load_models())
+    poll = settings.runtime.repository_poll_s
+    follower = asyncio.create_task(follow_repository(poll)) if poll else None
     try:
         metrics_server = metrics.serve(settings) if metrics is not None else None
         await server.start()
         await jobs.start()
     except BaseException:
         startup.cancel()
+        if follower is not None:
+            follower.cancel()
         raise
     for name in SERVICE_NAMES:
         await health_servicer.set(name, SERVING)
@@ -273,6 +292,7 @@ async def start_server(
         startup,
         metrics_server,
         own_provider,
+        follower,
     )
     if wait_ready:
         await running.wait_ready()

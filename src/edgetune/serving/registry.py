@@ -221,6 +221,36 @@ class ModelRegistry:
                 await self._drop(previous)
         return served
 
+    async def follow(self) -> list[ModelVersion]:
+        """Re-resolve every route in the repository and switch those whose alias moved (a
+        version another process published or promoted): load and warm the new version,
+        then move the route, as `promote` does, without writing the alias. A version that
+        cannot load is logged and the route stays where it was.
+
+        :return: the versions switched to.
+        """
+        switched = []
+        for route, served in list(self._routes.items()):
+            try:
+                version = await asyncio.to_thread(self.repository.resolve, *route)
+                if version.key == served.version.key:
+                    continue
+                target = await self._ensure_loaded(version)
+            except EdgetuneError as exc:
+                log.error("cannot follow %s:%s: %s", *route, exc.message)
+                continue
+            if self._routes.get(route) is not served:
+                continue  # a request or a promotion moved it meanwhile
+            self._routes[route] = target
+            await self._notify(target.version, loaded=True)
+            if not any(s is served for s in self._routes.values()) and (
+                served.version.key in self._loaded
+            ):
+                await self._drop(served)
+            log.info("%s:%s now routes to version %d", *route, target.version.version)
+            switched.append(target.version)
+        return switched
+
     async def _route(self, route: tuple[str, str]) -> ServedModel:
         version = await asyncio.to_thread(self.repository.resolve, *route)
         served = await self._ensure_loaded(version)
