@@ -96,3 +96,27 @@ def test_k6_load_test_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     metrics = json.loads(out.read_text())["metrics"]
     assert metrics["iterations"]["count"] > 0
     assert metrics["checks"]["fails"] == 0
+
+
+def test_scale_out_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
+    out = tmp_path / "scale-out.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "scale_out.py"),
+            "--smoke",
+            "--base",
+            str(tiny_bert),
+            "--poll",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["failed"] == 0 and figures["requests"] > 0
+    assert len(figures["follow_s"]) == 1 and len(figures["follow_s"][0]) == 2  # two replicas

@@ -5,7 +5,6 @@ with one replica killed the proxy's other replica keeps answering."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from client_tools import require
+from client_tools import ROOT
 from fakes import sentiment_rows
 
 from edgetune.client import free_port, wait_until_serving
@@ -24,31 +23,10 @@ from edgetune.v1 import finetuning_pb2 as fpb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
 
+sys.path.insert(0, str(ROOT / "bench"))
+from scale_out import nginx_proxy  # the benchmark's proxy: the same nginx configuration
+
 REQUEST = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-{user}
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    upstream edgetune {{
-        server 127.0.0.1:{first};
-        server 127.0.0.1:{second};
-    }}
-    server {{
-        listen 127.0.0.1:{port} http2;
-        location / {{ grpc_pass grpc://edgetune; }}
-    }}
-}}
-"""
 
 
 @contextmanager
@@ -73,31 +51,6 @@ def replica(home: Path, shared: Path) -> Iterator[tuple[str, subprocess.Popen[by
         process.wait()
 
 
-@contextmanager
-def nginx(root: Path, first: str, second: str) -> Iterator[str]:
-    """nginx proxying gRPC to the two replicas (round robin), on a free loopback port."""
-    binary = require(Path(shutil.which("nginx") or "/usr/sbin/nginx"), "nginx")
-    port = free_port()
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = root / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            root=root,
-            user=user,
-            port=port,
-            first=first.rsplit(":", 1)[1],
-            second=second.rsplit(":", 1)[1],
-        )
-    )
-    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(root)])
-    try:
-        wait_until_serving(f"127.0.0.1:{port}", timeout=30, process=process)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
-
-
 def answers(stub: inference_pb2_grpc.InferenceStub, count: int) -> list[str]:
     """The versions of count Classify answers, one call after another (any failure raises)."""
     return [stub.Classify(REQUEST, timeout=10).version for _ in range(count)]
@@ -108,11 +61,10 @@ def test_two_replicas_behind_nginx_serve_a_fine_tune_and_survive_a_kill(
 ) -> None:
     shared = repository.root  # the seeded repository: model "tiny" version 1
     proxy_root = tmp_path / "nginx"
-    proxy_root.mkdir()
     with (
         replica(tmp_path / "a", shared) as (first, _),
         replica(tmp_path / "b", shared) as (second, second_process),
-        nginx(proxy_root, first, second) as proxy,
+        nginx_proxy(proxy_root, [first, second]) as proxy,
         grpc.insecure_channel(proxy) as channel,
         grpc.insecure_channel(first) as first_channel,
         grpc.insecure_channel(second) as second_channel,
