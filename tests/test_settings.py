@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,23 @@ def test_the_server_stops_at_start_up_naming_a_bad_variable(tmp_path: Path) -> N
         done.stderr
     )
     assert "Traceback" not in done.stderr
+
+
+def test_a_training_process_reads_back_the_settings_left_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from edgetune.training.jobs import settings_env
+
+    monkeypatch.setenv("EDGETUNE_REPOSITORY_DIR", "/somewhere/else")  # inherited, then unset
+    settings = Settings(home=tmp_path, repository_dir=None)
+    env = settings_env(settings)
+    assert "EDGETUNE_REPOSITORY_DIR" not in env
+    assert "EDGETUNE_TLS_CERT_FILE" not in env
+    for key in [k for k in os.environ if k.startswith("EDGETUNE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("EDGETUNE_"):
+            monkeypatch.setenv(key, value)
+    child = load_settings()  # what the training process builds from that environment
+    assert child.runtime.repository_dir is None
+    assert child.models_dir == tmp_path / "models"

@@ -43,6 +43,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The server's effective settings as EDGETUNE_* variables for a child process."""
     env = dict(os.environ)
     for name, value in settings.flat().items():
+        if value is None:
+            # Unset, so the child takes the default too: str(None) would read back as the
+            # relative path "None" (a worker publishing into ./None, not <home>/models).
+            env.pop(f"EDGETUNE_{name.upper()}", None)
+            continue
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
         env[f"EDGETUNE_{name.upper()}"] = text
     return env
