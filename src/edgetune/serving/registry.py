@@ -41,7 +41,7 @@ from edgetune.serving.model import ServedModel
 from edgetune.serving.observe import Observer
 from edgetune.serving.session import choose_providers, session_options
 from edgetune.settings import Settings
-from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store import ModelVersion, Repository
 from edgetune.store.model_settings import ModelSettings
 from edgetune.store.repository import LATEST
 from edgetune.task import Task
@@ -69,7 +69,7 @@ class ModelRegistry:
 
     def __init__(
         self,
-        repository: ModelRepository,
+        repository: Repository,
         plugins: Plugins,
         settings: Settings,
         listeners: tuple[Listener, ...] = (),

@@ -1,0 +1,288 @@
+"""The model repository in S3, against moto's S3 server on loopback: publish order, the
+read-through cache and its checks, racing publishers, replicas following alias moves."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import publish_copy
+from grpc import aio
+
+from edgetune.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ModelLoadError,
+    NotFound,
+    Unavailable,
+)
+from edgetune.plugins.manager import Plugins
+from edgetune.server.app import start_server
+from edgetune.settings import Settings
+from edgetune.store import Manifest, ModelRepository, open_repository
+from edgetune.store.s3 import S3Repository, s3_client
+from edgetune.v1 import inference_pb2 as ipb
+from edgetune.v1 import inference_pb2_grpc
+
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with the AWS_* variables boto3 reads
+    pointing at it (in this process and the servers it starts)."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", url)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(name, raising=False)
+        yield url
+    server.stop()
+
+
+@pytest.fixture
+def bucket(endpoint: str) -> str:
+    """A fresh, empty bucket for one test."""
+    name = f"edgetune-{uuid.uuid4().hex[:12]}"
+    s3_client().create_bucket(Bucket=name)
+    return name
+
+
+def s3repo(bucket: str, cache: Path) -> S3Repository:
+    return S3Repository(bucket, "models", cache)
+
+
+def stage(repo: Any, name: str, content: bytes = b"onnx", **kwargs: Any) -> Any:
+    with repo.staging() as folder:
+        (folder / "model.onnx").write_bytes(content)
+        (folder / "tokenizer.json").write_text('{"v": 1}')
+        (folder / "trainable").mkdir()
+        (folder / "trainable" / "model.safetensors").write_bytes(content * 3)
+        return repo.publish(name, folder, Manifest(task="t", labels=["a", "b"]), **kwargs)
+
+
+def objects(bucket: str) -> dict[str, bytes]:
+    client = s3_client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_publish_resolve_and_get_round_trip_through_the_bucket(bucket: str, tmp_path: Path) -> None:
+    writer = s3repo(bucket, tmp_path / "writer")
+    published = stage(writer, "m", b"weights")
+    assert published.version == 1
+    stored = objects(bucket)
+    assert stored["models/m/1/model.onnx"] == b"weights"
+    assert stored["models/m/1/trainable/model.safetensors"] == b"weights" * 3
+    assert stored["models/m/aliases/latest"] == b"1\n"
+    # Another replica, with a cache of its own, downloads and checks the version.
+    reader = s3repo(bucket, tmp_path / "reader")
+    assert reader.model_names() == ["m"]
+    assert reader.versions("m") == [1]
+    assert reader.aliases("m") == {"latest": 1}
+    version = reader.resolve("m")
+    assert version.path == tmp_path / "reader" / "m" / "1"
+    for file in ("model.onnx", "tokenizer.json", "trainable/model.safetensors"):
+        assert (version.path / file).read_bytes() == (published.path / file).read_bytes()
+    assert version.manifest == published.manifest
+    assert version.manifest.files["model.onnx"] == hashlib.sha256(b"weights").hexdigest()
+    version.manifest.verify_files(version.path)
+    assert reader.used_bytes() == sum(len(data) for data in stored.values())
+    assert not any((tmp_path / "reader" / ".incoming").iterdir())
+
+
+def test_files_without_a_manifest_are_not_a_version(bucket: str, tmp_path: Path) -> None:
+    client = s3_client()
+    client.put_object(Bucket=bucket, Key="models/half/1/model.onnx", Body=b"x")
+    repo = s3repo(bucket, tmp_path)
+    assert repo.model_names() == []
+    assert repo.versions("half") == []
+    with pytest.raises(NotFound, match="model 'half' not found"):
+        repo.resolve("half")
+    stage(repo, "m")
+    client.put_object(Bucket=bucket, Key="models/m/2/model.onnx", Body=b"uploading")
+    assert repo.versions("m") == [1]
+    assert repo.resolve("m").version == 1
+    with pytest.raises(NotFound, match="no version 2"):
+        repo.resolve("m", "2")
+    with pytest.raises(NotFound, match="no version 2"):
+        repo.set_alias("m", "production", 2)
+    # Number 2 holds objects: the next publish takes 3, never the half-written number.
+    assert stage(repo, "m").version == 3
+
+
+def test_a_corrupted_object_fails_the_load_and_leaves_nothing_in_the_cache(
+    bucket: str, tmp_path: Path
+) -> None:
+    stage(s3repo(bucket, tmp_path / "writer"), "m", b"weights")
+    s3_client().put_object(Bucket=bucket, Key="models/m/1/model.onnx", Body=b"weightz")
+    reader = s3repo(bucket, tmp_path / "reader")
+    with pytest.raises(
+        ModelLoadError, match=r"s3://.*/models/m/1/model\.onnx does not match its sha256"
+    ):
+        reader.resolve("m")
+    assert not (tmp_path / "reader" / "m" / "1").exists()
+    assert not any((tmp_path / "reader" / ".incoming").iterdir())
+    # A bigger object is refused as soon as it passes the manifest's size.
+    s3_client().put_object(Bucket=bucket, Key="models/m/1/model.onnx", Body=b"w" * 100)
+    with pytest.raises(ModelLoadError, match="bigger than its size"):
+        reader.get("m", 1)
+    s3_client().delete_object(Bucket=bucket, Key="models/m/1/tokenizer.json")
+    s3_client().put_object(Bucket=bucket, Key="models/m/1/model.onnx", Body=b"weights")
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json is missing"):
+        reader.get("m", 1)
+    assert not (tmp_path / "reader" / "m" / "1").exists()
+
+
+def test_racing_publishers_get_different_numbers(bucket: str, tmp_path: Path) -> None:
+    first, second = s3repo(bucket, tmp_path / "a"), s3repo(bucket, tmp_path / "b")
+    # Both list the taken numbers before either claims one, so both pick number 1.
+    listed = threading.Barrier(2, timeout=30)
+    for repo in (first, second):
+        numbers = repo._numbers
+
+        def after_listing(name: str, manifest_only: bool, numbers: Any = numbers) -> list[int]:
+            found: list[int] = numbers(name, manifest_only)
+            if not manifest_only:
+                listed.wait()
+            return found
+
+        repo._numbers = after_listing  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(stage, repo, "m", bytes([65 + i]) * 8)
+            for i, repo in enumerate((first, second))
+        ]
+        versions = [future.result() for future in futures]
+    assert sorted(v.version for v in versions) == [1, 2]
+    reader = s3repo(bucket, tmp_path / "reader")
+    for version in versions:  # each number holds its own publisher's files, intact
+        mine = (version.path / "model.onnx").read_bytes()
+        assert (reader.get("m", version.version).path / "model.onnx").read_bytes() == mine
+
+
+def test_an_alias_move_is_seen_by_another_replica(bucket: str, tmp_path: Path) -> None:
+    writer, replica = s3repo(bucket, tmp_path / "writer"), s3repo(bucket, tmp_path / "replica")
+    stage(writer, "m", b"one")
+    assert replica.resolve("m").version == 1
+    stage(writer, "m", b"two", aliases=())  # published, not promoted
+    assert replica.resolve("m").version == 1
+    writer.set_alias("m", "latest", 2)
+    assert replica.resolve("m").version == 2
+    writer.set_alias("m", "production", 1)
+    assert replica.resolve("m", "production").version == 1
+    writer.set_alias("m", "production", 2)
+    assert replica.resolve("m", "production").version == 2
+    assert replica.aliases("m") == {"latest": 2, "production": 2}
+
+
+def test_model_settings_live_beside_the_versions_in_the_bucket(bucket: str, tmp_path: Path) -> None:
+    repo = s3repo(bucket, tmp_path)
+    stage(repo, "m")
+    assert repo.overrides("m").batch_max_size is None
+    client = s3_client()
+    client.put_object(
+        Bucket=bucket, Key="models/m/model-settings.json", Body=b'{"batch_max_size": 4}'
+    )
+    assert repo.overrides("m").batch_max_size == 4
+    client.put_object(
+        Bucket=bucket, Key="models/m/model-settings.json", Body=b'{"batch_max_size": 0}'
+    )
+    with pytest.raises(ModelLoadError, match=r"m/model-settings\.json: batch_max_size"):
+        repo.overrides("m")
+
+
+def test_bucket_errors_are_edgetune_errors_naming_the_bucket(endpoint: str, tmp_path: Path) -> None:
+    with pytest.raises(FailedPrecondition, match="bucket 'no-such-bucket' does not exist"):
+        S3Repository("no-such-bucket", "", tmp_path).model_names()
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+        with pytest.raises(Unavailable, match="cannot reach bucket 'edgetune-away'"):
+            S3Repository("edgetune-away", "p", tmp_path).versions("m")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://host/models", "unsupported scheme 'ftp'"),
+        ("s3://Not_A_Bucket/models", "not a valid S3 bucket name"),
+        ("s3://ab/models", "not a valid S3 bucket name"),
+        ("s3://edgetune/../models", "no '.' or '..' parts"),
+        ("s3://edgetune/a b", "the prefix may hold"),
+        ("models/relative", "not an absolute folder"),
+        ("file://elsewhere/models", "write file:///absolute/folder"),
+    ],
+)
+def test_a_bad_repository_url_is_refused_naming_the_setting(url: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match="EDGETUNE_REPOSITORY_URL") as raised:
+        Settings().replace(repository_url=url)
+    assert message in raised.value.message
+    with pytest.raises(InvalidArgument, match="EDGETUNE_REPOSITORY_URL or EDGETUNE_REPOSITORY_DIR"):
+        Settings().replace(repository_url="s3://edgetune/models", repository_dir="/srv/models")
+
+
+def test_the_url_picks_the_backend(tmp_path: Path, endpoint: str) -> None:
+    local = open_repository(Settings(home=tmp_path, repository_url=f"file://{tmp_path}/shared"))
+    assert isinstance(local, ModelRepository)
+    assert local.root == tmp_path / "shared"
+    assert open_repository(Settings(home=tmp_path)).root == tmp_path / "models"
+    remote = open_repository(Settings(home=tmp_path, repository_url="s3://edgetune-x/a/b/"))
+    assert isinstance(remote, S3Repository)
+    assert (remote.location, remote.root) == ("s3://edgetune-x/a/b", tmp_path / "cache" / "models")
+
+
+REQUEST = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
+
+
+async def test_servers_over_the_bucket_serve_and_follow_a_publish(
+    settings: Settings, plugins: Plugins, repository: ModelRepository, bucket: str, tmp_path: Path
+) -> None:
+    url = f"s3://{bucket}/models"
+    writer = s3repo(bucket, tmp_path / "writer")
+    publish_copy(writer, repository.resolve("tiny"), "tiny")
+    serving = await start_server(settings.replace(home=tmp_path / "a", repository_url=url), plugins)
+    follower = await start_server(
+        settings.replace(home=tmp_path / "b", repository_url=url, repository_poll_s=0.1), plugins
+    )
+    try:
+        async with (
+            aio.insecure_channel(f"127.0.0.1:{serving.port}") as serving_channel,
+            aio.insecure_channel(f"127.0.0.1:{follower.port}") as follower_channel,
+        ):
+            on_serving = inference_pb2_grpc.InferenceStub(serving_channel)
+            on_follower = inference_pb2_grpc.InferenceStub(follower_channel)
+            assert (await on_serving.Classify(REQUEST)).version == "1"
+            assert (await on_follower.Classify(REQUEST)).version == "1"
+            assert (tmp_path / "b" / "cache" / "models" / "tiny" / "1" / "model.onnx").is_file()
+            # The first server's repository publishes version 2 into the bucket.
+            publish_copy(serving.registry.repository, repository.resolve("tiny"), "tiny")
+            deadline, versions = time.monotonic() + 60, []
+            while time.monotonic() < deadline:
+                versions.append((await on_follower.Classify(REQUEST, timeout=10)).version)
+                if versions[-1] == "2":
+                    break
+                await asyncio.sleep(0.05)
+            assert versions[-1] == "2", versions[-5:]
+            assert set(follower.registry.loaded) == {("tiny", 2)}
+            assert (await on_serving.Classify(REQUEST)).version == "1"  # it does not poll
+    finally:
+        await follower.stop(0)
+        await serving.stop(0)
