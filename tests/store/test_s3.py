@@ -106,6 +106,28 @@ def test_publish_resolve_and_get_round_trip_through_the_bucket(bucket: str, tmp_
     assert not any((tmp_path / "reader" / ".incoming").iterdir())
 
 
+def test_a_listing_reads_manifests_without_downloading(bucket: str, tmp_path: Path) -> None:
+    from edgetune.training.results import find_published
+
+    with s3repo(bucket, tmp_path / "writer").staging() as folder:
+        (folder / "model.onnx").write_bytes(b"weights")
+        manifest = Manifest(task="t", labels=["a"], training={"job": "job-1"})
+        s3repo(bucket, tmp_path / "writer").publish("m", folder, manifest)
+    reader = s3repo(bucket, tmp_path / "reader")
+    described = reader.describe("m", 1)
+    assert described.manifest.training == {"job": "job-1"}
+    assert described.model_file_bytes == len(b"weights")
+    assert found_version(find_published(reader, "m", "job-1")) == 1
+    assert not (tmp_path / "reader" / "m").exists()  # nothing downloaded
+    with pytest.raises(NotFound, match="no version 2"):
+        reader.describe("m", 2)
+    assert reader.get("m", 1).path == described.path  # where get puts the files
+
+
+def found_version(version: Any) -> int | None:
+    return None if version is None else int(version.version)
+
+
 def test_files_without_a_manifest_are_not_a_version(bucket: str, tmp_path: Path) -> None:
     client = s3_client()
     client.put_object(Bucket=bucket, Key="models/half/1/model.onnx", Body=b"x")
@@ -286,3 +308,22 @@ async def test_servers_over_the_bucket_serve_and_follow_a_publish(
     finally:
         await follower.stop(0)
         await serving.stop(0)
+
+
+@pytest.mark.settings(model_control="lazy")
+async def test_a_client_of_a_server_over_a_missing_bucket_gets_a_clear_status(
+    settings: Settings, plugins: Plugins, endpoint: str, tmp_path: Path
+) -> None:
+    import grpc
+
+    running = await start_server(
+        settings.replace(home=tmp_path / "a", repository_url="s3://edgetune-gone/models"), plugins
+    )
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with pytest.raises(aio.AioRpcError) as raised:
+                await inference_pb2_grpc.InferenceStub(channel).Classify(REQUEST)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "bucket 'edgetune-gone' does not exist" in (raised.value.details() or "")
+    finally:
+        await running.stop(0)

@@ -125,7 +125,8 @@ class ModelAdmin:
         return [
             (
                 name,
-                [self.repository.get(name, n) for n in self.repository.versions(name)],
+                # describe: a bucket's versions are listed, not downloaded.
+                [self.repository.describe(name, n) for n in self.repository.versions(name)],
                 self.repository.aliases(name),
             )
             for name in self.repository.model_names()

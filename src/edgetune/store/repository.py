@@ -132,6 +132,10 @@ class Repository(Protocol):
         """A version by number, its files in a local folder."""
         ...
 
+    def describe(self, name: str, version: int) -> ModelVersion:
+        """A version with its manifest, its files maybe not local yet (for listings)."""
+        ...
+
     def overrides(self, name: str) -> ModelOverrides:
         """The model's model-settings.json overrides."""
         ...
@@ -240,6 +244,10 @@ class ModelRepository:
         if not path.is_dir():
             raise NotFound(f"model {name!r} has no version {version}")
         return ModelVersion(name, version, path, Manifest.read(path))
+
+    def describe(self, name: str, version: int) -> ModelVersion:
+        """The version as `get` returns it (a folder's files are always local)."""
+        return self.get(name, version)
 
     def overrides(self, name: str) -> ModelOverrides:
         """The serving settings a model's `model-settings.json` overrides (none without one).

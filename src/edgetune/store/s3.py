@@ -157,6 +157,20 @@ class S3Repository:
             return self._cache.get(name, version)
         return self._download(name, version)
 
+    def describe(self, name: str, version: int) -> ModelVersion:
+        """A version with its manifest, its files not downloaded: what a listing needs
+        (ListModels, a restarted job looking for its version). Its path is the cache
+        folder its files are in once `get` has downloaded them.
+
+        :raises NotFound: the bucket holds no manifest for it.
+        """
+        if (self.root / check_name(name) / str(version)).is_dir():
+            return self._cache.get(name, version)
+        where = f"{self.location}/{name}/{version}"
+        return ModelVersion(
+            name, version, self.root / name / str(version), self._manifest(name, version, where)
+        )
+
     def overrides(self, name: str) -> ModelOverrides:
         """The overrides in the bucket's `<name>/model-settings.json`, read at every load."""
         where = f"{self.location}/{check_name(name)}/{MODEL_SETTINGS_NAME}"
@@ -250,17 +264,7 @@ class S3Repository:
 
     def _download(self, name: str, version: int) -> ModelVersion:
         where = f"{self.location}/{name}/{version}"
-        raw = self._read(f"{name}/{version}/{MANIFEST_NAME}")
-        if raw is None:
-            raise NotFound(f"model {name!r} has no version {version}")
-        try:
-            manifest = Manifest.model_validate_json(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "manifest"
-            raise ModelLoadError(
-                f"{where}/{MANIFEST_NAME}: field {field!r}: {first['msg']}"
-            ) from None
+        manifest = self._manifest(name, version, where)
         if MODEL_FILE not in manifest.files:
             raise ModelLoadError(f"{where}: manifest lists no {MODEL_FILE}")
         incoming = self.root / _INCOMING
@@ -275,7 +279,7 @@ class S3Repository:
                     raise ModelLoadError(f"{where}: manifest file {quoted(file)} points outside")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._fetch(f"{name}/{version}/{file}", target, sha256, manifest.sizes.get(file))
-            (folder / MANIFEST_NAME).write_bytes(raw)
+            manifest.write(folder)
             cached = self.root / name / str(version)
             cached.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -287,6 +291,19 @@ class S3Repository:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return self._cache.get(name, version)
+
+    def _manifest(self, name: str, version: int, where: str) -> Manifest:
+        raw = self._read(f"{name}/{version}/{MANIFEST_NAME}")
+        if raw is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "manifest"
+            raise ModelLoadError(
+                f"{where}/{MANIFEST_NAME}: field {field!r}: {first['msg']}"
+            ) from None
 
     def _fetch(self, key: str, target: Path, sha256: str, size: int | None) -> None:
         """Download key to target, hashing as it arrives; refuse it once it passes size."""

@@ -23,7 +23,7 @@ def find_published(repository: Repository, name: str, job_id: str) -> ModelVersi
     """The version of model name that job_id published, if there is one."""
     for number in reversed(repository.versions(name)):
         try:
-            version = repository.get(name, number)
+            version = repository.describe(name, number)  # the manifest is enough
         except EdgetuneError:
             continue  # not readable: not one this job published (that rename was atomic)
         if version.manifest.training.get("job") == job_id:
