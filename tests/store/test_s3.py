@@ -96,14 +96,14 @@ def test_publish_resolve_and_get_round_trip_through_the_bucket(bucket: str, tmp_
     assert reader.versions("m") == [1]
     assert reader.aliases("m") == {"latest": 1}
     version = reader.resolve("m")
-    assert version.path == tmp_path / "reader" / "m" / "1"
+    assert version.path == tmp_path / "reader" / bucket / "models" / "m" / "1"
     for file in ("model.onnx", "tokenizer.json", "trainable/model.safetensors"):
         assert (version.path / file).read_bytes() == (published.path / file).read_bytes()
     assert version.manifest == published.manifest
     assert version.manifest.files["model.onnx"] == hashlib.sha256(b"weights").hexdigest()
     version.manifest.verify_files(version.path)
     assert reader.used_bytes() == sum(len(data) for data in stored.values())
-    assert not any((tmp_path / "reader" / ".incoming").iterdir())
+    assert not any((reader.root / ".incoming").iterdir())
 
 
 def test_a_listing_reads_manifests_without_downloading(bucket: str, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_a_listing_reads_manifests_without_downloading(bucket: str, tmp_path: Pa
     assert described.manifest.training == {"job": "job-1"}
     assert described.model_file_bytes == len(b"weights")
     assert found_version(find_published(reader, "m", "job-1")) == 1
-    assert not (tmp_path / "reader" / "m").exists()  # nothing downloaded
+    assert not (reader.root / "m").exists()  # nothing downloaded
     with pytest.raises(NotFound, match="no version 2"):
         reader.describe("m", 2)
     assert reader.get("m", 1).path == described.path  # where get puts the files
@@ -158,8 +158,8 @@ def test_a_corrupted_object_fails_the_load_and_leaves_nothing_in_the_cache(
         ModelLoadError, match=r"s3://.*/models/m/1/model\.onnx does not match its sha256"
     ):
         reader.resolve("m")
-    assert not (tmp_path / "reader" / "m" / "1").exists()
-    assert not any((tmp_path / "reader" / ".incoming").iterdir())
+    assert not (reader.root / "m" / "1").exists()
+    assert not any((reader.root / ".incoming").iterdir())
     # A bigger object is refused as soon as it passes the manifest's size.
     s3_client().put_object(Bucket=bucket, Key="models/m/1/model.onnx", Body=b"w" * 100)
     with pytest.raises(ModelLoadError, match="bigger than its size"):
@@ -168,7 +168,7 @@ def test_a_corrupted_object_fails_the_load_and_leaves_nothing_in_the_cache(
     s3_client().put_object(Bucket=bucket, Key="models/m/1/model.onnx", Body=b"weights")
     with pytest.raises(ModelLoadError, match=r"tokenizer\.json is missing"):
         reader.get("m", 1)
-    assert not (tmp_path / "reader" / "m" / "1").exists()
+    assert not (reader.root / "m" / "1").exists()
 
 
 def test_racing_publishers_get_different_numbers(bucket: str, tmp_path: Path) -> None:
@@ -268,7 +268,19 @@ def test_the_url_picks_the_backend(tmp_path: Path, endpoint: str) -> None:
     assert open_repository(Settings(home=tmp_path)).root == tmp_path / "models"
     remote = open_repository(Settings(home=tmp_path, repository_url="s3://edgetune-x/a/b/"))
     assert isinstance(remote, S3Repository)
-    assert (remote.location, remote.root) == ("s3://edgetune-x/a/b", tmp_path / "cache" / "models")
+    cache = tmp_path / "cache" / "models"
+    assert (remote.location, remote.root) == ("s3://edgetune-x/a/b", cache / "edgetune-x" / "a%2Fb")
+
+
+def test_each_bucket_and_prefix_has_a_cache_of_its_own(bucket: str, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    stage(S3Repository(bucket, "staging", cache), "m", b"staging")
+    stage(S3Repository(bucket, "", cache), "m", b"root")
+    stage(S3Repository(bucket, "prod/eu", cache), "m", b"prod")
+    # One cache folder, three repositories with a version 1 of "m": each gets its own.
+    for prefix, content in (("staging", b"staging"), ("", b"root"), ("prod/eu", b"prod")):
+        version = S3Repository(bucket, prefix, cache).resolve("m")
+        assert (version.path / "model.onnx").read_bytes() == content
 
 
 REQUEST = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
@@ -293,7 +305,8 @@ async def test_servers_over_the_bucket_serve_and_follow_a_publish(
             on_follower = inference_pb2_grpc.InferenceStub(follower_channel)
             assert (await on_serving.Classify(REQUEST)).version == "1"
             assert (await on_follower.Classify(REQUEST)).version == "1"
-            assert (tmp_path / "b" / "cache" / "models" / "tiny" / "1" / "model.onnx").is_file()
+            cached = tmp_path / "b" / "cache" / "models" / bucket / "models" / "tiny" / "1"
+            assert (cached / "model.onnx").is_file()
             # The first server's repository publishes version 2 into the bucket.
             publish_copy(serving.registry.repository, repository.resolve("tiny"), "tiny")
             deadline, versions = time.monotonic() + 60, []

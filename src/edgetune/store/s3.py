@@ -96,12 +96,17 @@ class S3Repository:
     versions used kept in a local cache folder (which also holds the staging folders)."""
 
     def __init__(self, bucket: str, prefix: str, cache: Path, client: Any = None) -> None:
+        """A repository under s3://bucket/prefix, caching into a folder of its own in
+        cache: `<cache>/<bucket>/<prefix, its slashes as %2F, or % for none>/`, so
+        pointing a home at another bucket or prefix never serves a version cached from
+        the first ('%' is in no prefix or model name, so no two of these folders meet)."""
         self.bucket = bucket
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self.root = cache
+        prefix = prefix.strip("/")
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.root = cache / bucket / (prefix.replace("/", "%2F") or "%")
         # The cache is laid out as a folder repository (and stages as one does), so
         # cached versions are read, and staging folders made and cleaned, by that code.
-        self._cache = ModelRepository(cache)
+        self._cache = ModelRepository(self.root)
         self._client = client if client is not None else s3_client()
 
     @property
@@ -223,6 +228,9 @@ class S3Repository:
             raise AlreadyExists(f"model {name!r} version {number} was published by another")
         cached = self.root / name / str(number)
         cached.parent.mkdir(parents=True, exist_ok=True)
+        # The number was free in the bucket, so a cached folder of that number is not
+        # this version (the bucket was emptied since): ours replaces it.
+        shutil.rmtree(cached, ignore_errors=True)
         staged.rename(cached)
         for alias in aliases:
             self.set_alias(name, alias, number)
