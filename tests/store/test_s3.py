@@ -340,3 +340,56 @@ async def test_a_client_of_a_server_over_a_missing_bucket_gets_a_clear_status(
         assert "bucket 'edgetune-gone' does not exist" in (raised.value.details() or "")
     finally:
         await running.stop(0)
+
+
+async def test_a_fine_tune_job_publishes_into_the_bucket(
+    settings: Settings, plugins: Plugins, tiny_bert: Path, bucket: str, tmp_path: Path
+) -> None:
+    from fakes import jsonl, sentiment_rows
+
+    from edgetune.v1 import finetuning_pb2 as fpb
+    from edgetune.v1 import finetuning_pb2_grpc
+
+    # The training process is a child: it reaches the bucket through the same AWS_*
+    # variables and EDGETUNE_REPOSITORY_URL, and publishes there, not into a folder.
+    over_s3 = settings.replace(home=tmp_path / "a", repository_url=f"s3://{bucket}/models")
+    running = await start_server(over_s3, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            finetuning = finetuning_pb2_grpc.FineTuningStub(channel)
+            data = jsonl(sentiment_rows(40))
+
+            async def messages() -> Any:
+                yield fpb.UploadDatasetRequest(
+                    header=fpb.DatasetHeader(task="text-classification", filename="t.jsonl")
+                )
+                yield fpb.UploadDatasetRequest(chunk=data)
+
+            dataset = await finetuning.UploadDataset(messages())
+            job = await finetuning.CreateJob(
+                fpb.CreateJobRequest(
+                    task="text-classification",
+                    base_path=str(tiny_bert),
+                    dataset_id=dataset.id,
+                    model_name="sentiment",
+                    hyperparameters=fpb.Hyperparameters(
+                        epochs=1, learning_rate=3e-3, batch_size=8, max_length=16
+                    ),
+                    auto_promote=True,
+                )
+            )
+            async for _ in finetuning.WatchJob(fpb.WatchJobRequest(id=job.id), timeout=300):
+                pass
+            final = await finetuning.GetJob(fpb.GetJobRequest(id=job.id))
+            assert final.state == fpb.JOB_STATE_SUCCEEDED, final.error
+            reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
+                ipb.ClassifyRequest(model="sentiment", inputs=[ipb.Input(text="great fun")])
+            )
+            assert reply.version == "1"
+    finally:
+        await running.stop(0)
+    stored = objects(bucket)
+    assert "models/sentiment/1/manifest.json" in stored
+    assert "models/sentiment/1/model.onnx" in stored
+    assert stored["models/sentiment/aliases/latest"] == b"1\n"
+    assert not (tmp_path / "a" / "models").exists()  # nothing went to a local repository
