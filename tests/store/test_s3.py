@@ -29,7 +29,8 @@ from edgetune.plugins.manager import Plugins
 from edgetune.server.app import start_server
 from edgetune.settings import Settings
 from edgetune.store import Manifest, ModelRepository, open_repository
-from edgetune.store.s3 import S3Repository, s3_client
+from edgetune.store.s3 import S3Repository
+from edgetune.store.s3_client import s3_client
 from edgetune.v1 import inference_pb2 as ipb
 from edgetune.v1 import inference_pb2_grpc
 
@@ -239,6 +240,14 @@ def test_bucket_errors_are_edgetune_errors_naming_the_bucket(endpoint: str, tmp_
         env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
         with pytest.raises(Unavailable, match="cannot reach bucket 'edgetune-away'"):
             S3Repository("edgetune-away", "p", tmp_path).versions("m")
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.delenv(name)
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        env.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        with pytest.raises(FailedPrecondition, match="no AWS credentials for bucket 'edgetune-x'"):
+            S3Repository("edgetune-x", "", tmp_path).model_names()
 
 
 @pytest.mark.parametrize(

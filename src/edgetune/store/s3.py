@@ -26,13 +26,11 @@ moto in the tests), retries, multipart uploads of large files and the conditiona
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +38,9 @@ from pydantic import ValidationError
 
 from edgetune.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     ModelLoadError,
     NotFound,
-    Unavailable,
     quoted,
 )
 from edgetune.store.manifest import MANIFEST_NAME, MODEL_FILE, Manifest
@@ -57,38 +53,15 @@ from edgetune.store.repository import (
     check_name,
     pick_version,
 )
-
-log = logging.getLogger(__name__)
+from edgetune.store.s3_client import TAKEN, error_code, s3_client, s3_errors
 
 _CLAIM = ".claim"
 _ALIASES = "aliases"
 _INCOMING = ".incoming"
+_SMALL_BYTES = 16 * 1024 * 1024
+"""Most bytes read of a manifest, an alias or a model-settings.json object."""
 _STALE_INCOMING_S = 3600.0
 """A download folder untouched this long belongs to a process that died mid-download."""
-_DENIED = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
-_TAKEN = {"PreconditionFailed", "ConditionalRequestConflict"}
-"""What a conditional write answers when the key exists (412) or another conditional
-write to it is in flight (409): either way the key is not ours."""
-
-
-def s3_client() -> Any:
-    """A boto3 S3 client configured from the standard AWS_* variables, with bounded
-    timeouts and retries so an unreachable endpoint fails a call in seconds, not minutes.
-
-    :raises FailedPrecondition: boto3 is not installed.
-    """
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError:
-        raise FailedPrecondition(
-            "repository_url s3://... needs boto3: pip install 'edgetune[s3]'"
-        ) from None
-    config = Config(
-        connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
-    )
-    # A session of its own: boto3's default session is not thread-safe, its clients are.
-    return boto3.session.Session().client("s3", config=config)
 
 
 class S3Repository:
@@ -119,7 +92,7 @@ class S3Repository:
     def model_names(self) -> list[str]:
         """Names of every model with at least one version (a manifest), sorted."""
         names = []
-        with self._calls("listing the models"):
+        with s3_errors(self.bucket, "listing the models"):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
             )
@@ -221,7 +194,7 @@ class S3Repository:
         manifest.write(staged)
         number = self._claim(name)
         base = f"{name}/{number}/"
-        with self._calls(f"uploading {name} version {number}"):
+        with s3_errors(self.bucket, f"uploading {name} version {number}"):
             for file in manifest.files:
                 self._client.upload_file(str(staged / file), self.bucket, self.prefix + base + file)
         if not self._put(base + MANIFEST_NAME, (staged / MANIFEST_NAME).read_bytes(), True):
@@ -268,7 +241,7 @@ class S3Repository:
     def _alias(self, name: str, alias: str) -> int | None:
         data = self._read(f"{name}/{_ALIASES}/{alias}")
         text = data.decode(errors="replace").strip() if data is not None else ""
-        return int(text) if text.isascii() and text.isdigit() else None
+        return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
 
     def _download(self, name: str, version: int) -> ModelVersion:
         where = f"{self.location}/{name}/{version}"
@@ -317,13 +290,10 @@ class S3Repository:
         """Download key to target, hashing as it arrives; refuse it once it passes size."""
         where = f"{self.location}/{key}"
         digest, written = hashlib.sha256(), 0
-        with self._calls(f"downloading {where}"):
-            try:
-                body = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-            except Exception as exc:
-                if _code(exc) in ("NoSuchKey", "404"):
-                    raise ModelLoadError(f"{where} is missing") from None
-                raise
+        with s3_errors(self.bucket, f"downloading {where}"):
+            body = self._body(key)
+            if body is None:
+                raise ModelLoadError(f"{where} is missing")
             with body, target.open("wb") as out:
                 for chunk in body.iter_chunks(1 << 20):
                     written += len(chunk)
@@ -337,7 +307,7 @@ class S3Repository:
     def _list(self, under: str) -> list[tuple[str, int]]:
         """(key without the prefix, size) of every object whose key starts with under."""
         found = []
-        with self._calls(f"listing {self.location}/{under}"):
+        with s3_errors(self.bucket, f"listing {self.location}/{under}"):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + under
             )
@@ -346,70 +316,43 @@ class S3Repository:
                     found.append((item["Key"][len(self.prefix) :], int(item["Size"])))
         return found
 
-    def _read(self, key: str) -> bytes | None:
-        """The object's bytes; None when it does not exist."""
-        with self._calls(f"reading {self.location}/{key}"):
-            try:
-                body = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-            except Exception as exc:
-                if _code(exc) in ("NoSuchKey", "404"):
-                    return None
-                raise
+    def _read(self, key: str, limit: int = _SMALL_BYTES) -> bytes | None:
+        """The bytes of a small object (a manifest, an alias, model-settings.json); None
+        when it does not exist. Read at most limit bytes: a bucket is not trusted to keep
+        them small."""
+        with s3_errors(self.bucket, f"reading {self.location}/{key}"):
+            body = self._body(key)
+            if body is None:
+                return None
             with body:
-                data: bytes = body.read()
-                return data
+                data: bytes = body.read(limit + 1)
+        if len(data) > limit:
+            raise ModelLoadError(f"{self.location}/{key} is larger than {limit} bytes")
+        return data
+
+    def _body(self, key: str) -> Any:
+        """The streaming body of an object, None when there is no such key (call it inside
+        s3_errors)."""
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        except Exception as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
 
     def _put(self, key: str, data: bytes, exclusive: bool = False) -> bool:
         """Write an object; with exclusive, only if none exists (False when one does)."""
         condition = {"IfNoneMatch": "*"} if exclusive else {}
-        with self._calls(f"writing {self.location}/{key}"):
+        with s3_errors(self.bucket, f"writing {self.location}/{key}"):
             try:
                 self._client.put_object(
                     Bucket=self.bucket, Key=self.prefix + key, Body=data, **condition
                 )
             except Exception as exc:
-                if exclusive and _code(exc) in _TAKEN:
+                if exclusive and error_code(exc) in TAKEN:
                     return False
                 raise
         return True
-
-    @contextmanager
-    def _calls(self, what: str) -> Iterator[None]:
-        """Turn what boto3 raises into edgetune errors naming the bucket (the client reads
-        the message; the server log gets the details)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            yield
-        except ClientError as exc:
-            code = _code(exc)
-            log.warning("%s: %s", what, exc)
-            if code == "NoSuchBucket":
-                raise FailedPrecondition(
-                    f"{what}: bucket {self.bucket!r} does not exist (repository_url)"
-                ) from None
-            if code in _DENIED or code == "403":
-                raise FailedPrecondition(
-                    f"{what}: bucket {self.bucket!r} refused access ({quoted(code, 40)}): "
-                    "check the AWS_* credentials and the bucket policy"
-                ) from None
-            raise Unavailable(
-                f"{what}: bucket {self.bucket!r} answered {quoted(code, 40)}"
-            ) from None
-        except BotoCoreError as exc:
-            log.warning("%s: %s", what, exc)
-            raise Unavailable(
-                f"{what}: cannot reach bucket {self.bucket!r} ({type(exc).__name__}): check "
-                "AWS_ENDPOINT_URL, the network and the credentials"
-            ) from None
-
-
-def _code(exc: BaseException) -> str:
-    """The S3 error code of a botocore ClientError ("" for anything else)."""
-    response: dict[str, Any] = getattr(exc, "response", None) or {}
-    code = response.get("Error", {}).get("Code")
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return str(code or status or "")
 
 
 def _check_alias(alias: str) -> None:
