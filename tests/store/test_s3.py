@@ -332,15 +332,22 @@ async def test_servers_over_the_bucket_serve_and_follow_a_publish(
         await serving.stop(0)
 
 
-@pytest.mark.settings(model_control="lazy")
 async def test_a_client_of_a_server_over_a_missing_bucket_gets_a_clear_status(
-    settings: Settings, plugins: Plugins, endpoint: str, tmp_path: Path
+    settings: Settings,
+    plugins: Plugins,
+    endpoint: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import grpc
 
     running = await start_server(
         settings.replace(home=tmp_path / "a", repository_url="s3://edgetune-gone/models"), plugins
     )
+    # Start-up loading ("all") could not list the bucket: one line saying so, no traceback.
+    listed = [r for r in caplog.records if "cannot list the models at start-up" in r.message]
+    assert listed and "bucket 'edgetune-gone' does not exist" in listed[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
     try:
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             with pytest.raises(aio.AioRpcError) as raised:

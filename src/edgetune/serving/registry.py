@@ -145,7 +145,12 @@ class ModelRegistry:
             wanted.append((route, await asyncio.to_thread(self.repository.resolve, *route)))
         if model_control == "all":
             latest = []
-            for name in await asyncio.to_thread(self.repository.model_names):
+            try:
+                names = await asyncio.to_thread(self.repository.model_names)
+            except EdgetuneError as exc:  # a bucket that cannot be listed now, say
+                log.error("cannot list the models at start-up: %s", exc.message)
+                names = []
+            for name in names:
                 try:
                     latest.append(await asyncio.to_thread(self.repository.resolve, name))
                 except EdgetuneError as exc:
