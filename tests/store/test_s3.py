@@ -1,22 +1,18 @@
-"""The model repository in S3, against moto's S3 server on loopback: publish order, the
-read-through cache and its checks, racing publishers, replicas following alias moves."""
+"""The model repository in S3, against moto's S3 server on loopback (tests/store/conftest.py):
+publish order, the read-through cache and its checks, racing publishers, alias moves seen
+by another replica, errors, the URL setting."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import socket
 import threading
-import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import publish_copy
-from grpc import aio
+from s3_helpers import objects, s3repo, stage
 
 from edgetune.errors import (
     FailedPrecondition,
@@ -25,62 +21,10 @@ from edgetune.errors import (
     NotFound,
     Unavailable,
 )
-from edgetune.plugins.manager import Plugins
-from edgetune.server.app import start_server
 from edgetune.settings import Settings
 from edgetune.store import Manifest, ModelRepository, open_repository
 from edgetune.store.s3 import S3Repository
 from edgetune.store.s3_client import s3_client
-from edgetune.v1 import inference_pb2 as ipb
-from edgetune.v1 import inference_pb2_grpc
-
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, with the AWS_* variables boto3 reads
-    pointing at it (in this process and the servers it starts)."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL", url)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            env.delenv(name, raising=False)
-        yield url
-    server.stop()
-
-
-@pytest.fixture
-def bucket(endpoint: str) -> str:
-    """A fresh, empty bucket for one test."""
-    name = f"edgetune-{uuid.uuid4().hex[:12]}"
-    s3_client().create_bucket(Bucket=name)
-    return name
-
-
-def s3repo(bucket: str, cache: Path) -> S3Repository:
-    return S3Repository(bucket, "models", cache)
-
-
-def stage(repo: Any, name: str, content: bytes = b"onnx", **kwargs: Any) -> Any:
-    with repo.staging() as folder:
-        (folder / "model.onnx").write_bytes(content)
-        (folder / "tokenizer.json").write_text('{"v": 1}')
-        (folder / "trainable").mkdir()
-        (folder / "trainable" / "model.safetensors").write_bytes(content * 3)
-        return repo.publish(name, folder, Manifest(task="t", labels=["a", "b"]), **kwargs)
-
-
-def objects(bucket: str) -> dict[str, bytes]:
-    client = s3_client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
-    return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
 
 def test_publish_resolve_and_get_round_trip_through_the_bucket(bucket: str, tmp_path: Path) -> None:
@@ -290,122 +234,3 @@ def test_each_bucket_and_prefix_has_a_cache_of_its_own(bucket: str, tmp_path: Pa
     for prefix, content in (("staging", b"staging"), ("", b"root"), ("prod/eu", b"prod")):
         version = S3Repository(bucket, prefix, cache).resolve("m")
         assert (version.path / "model.onnx").read_bytes() == content
-
-
-REQUEST = ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="good fun")])
-
-
-async def test_servers_over_the_bucket_serve_and_follow_a_publish(
-    settings: Settings, plugins: Plugins, repository: ModelRepository, bucket: str, tmp_path: Path
-) -> None:
-    url = f"s3://{bucket}/models"
-    writer = s3repo(bucket, tmp_path / "writer")
-    publish_copy(writer, repository.resolve("tiny"), "tiny")
-    serving = await start_server(settings.replace(home=tmp_path / "a", repository_url=url), plugins)
-    follower = await start_server(
-        settings.replace(home=tmp_path / "b", repository_url=url, repository_poll_s=0.1), plugins
-    )
-    try:
-        async with (
-            aio.insecure_channel(f"127.0.0.1:{serving.port}") as serving_channel,
-            aio.insecure_channel(f"127.0.0.1:{follower.port}") as follower_channel,
-        ):
-            on_serving = inference_pb2_grpc.InferenceStub(serving_channel)
-            on_follower = inference_pb2_grpc.InferenceStub(follower_channel)
-            assert (await on_serving.Classify(REQUEST)).version == "1"
-            assert (await on_follower.Classify(REQUEST)).version == "1"
-            cached = tmp_path / "b" / "cache" / "models" / bucket / "models" / "tiny" / "1"
-            assert (cached / "model.onnx").is_file()
-            # The first server's repository publishes version 2 into the bucket.
-            publish_copy(serving.registry.repository, repository.resolve("tiny"), "tiny")
-            deadline, versions = time.monotonic() + 60, []
-            while time.monotonic() < deadline:
-                versions.append((await on_follower.Classify(REQUEST, timeout=10)).version)
-                if versions[-1] == "2":
-                    break
-                await asyncio.sleep(0.05)
-            assert versions[-1] == "2", versions[-5:]
-            assert set(follower.registry.loaded) == {("tiny", 2)}
-            assert (await on_serving.Classify(REQUEST)).version == "1"  # it does not poll
-    finally:
-        await follower.stop(0)
-        await serving.stop(0)
-
-
-async def test_a_client_of_a_server_over_a_missing_bucket_gets_a_clear_status(
-    settings: Settings,
-    plugins: Plugins,
-    endpoint: str,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    import grpc
-
-    running = await start_server(
-        settings.replace(home=tmp_path / "a", repository_url="s3://edgetune-gone/models"), plugins
-    )
-    # Start-up loading ("all") could not list the bucket: one line saying so, no traceback.
-    listed = [r for r in caplog.records if "cannot list the models at start-up" in r.message]
-    assert listed and "bucket 'edgetune-gone' does not exist" in listed[0].getMessage()
-    assert not [r for r in caplog.records if r.exc_info]
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            with pytest.raises(aio.AioRpcError) as raised:
-                await inference_pb2_grpc.InferenceStub(channel).Classify(REQUEST)
-        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "bucket 'edgetune-gone' does not exist" in (raised.value.details() or "")
-    finally:
-        await running.stop(0)
-
-
-async def test_a_fine_tune_job_publishes_into_the_bucket(
-    settings: Settings, plugins: Plugins, tiny_bert: Path, bucket: str, tmp_path: Path
-) -> None:
-    from fakes import jsonl, sentiment_rows
-
-    from edgetune.v1 import finetuning_pb2 as fpb
-    from edgetune.v1 import finetuning_pb2_grpc
-
-    # The training process is a child: it reaches the bucket through the same AWS_*
-    # variables and EDGETUNE_REPOSITORY_URL, and publishes there, not into a folder.
-    over_s3 = settings.replace(home=tmp_path / "a", repository_url=f"s3://{bucket}/models")
-    running = await start_server(over_s3, plugins)
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            finetuning = finetuning_pb2_grpc.FineTuningStub(channel)
-            data = jsonl(sentiment_rows(40))
-
-            async def messages() -> Any:
-                yield fpb.UploadDatasetRequest(
-                    header=fpb.DatasetHeader(task="text-classification", filename="t.jsonl")
-                )
-                yield fpb.UploadDatasetRequest(chunk=data)
-
-            dataset = await finetuning.UploadDataset(messages())
-            job = await finetuning.CreateJob(
-                fpb.CreateJobRequest(
-                    task="text-classification",
-                    base_path=str(tiny_bert),
-                    dataset_id=dataset.id,
-                    model_name="sentiment",
-                    hyperparameters=fpb.Hyperparameters(
-                        epochs=1, learning_rate=3e-3, batch_size=8, max_length=16
-                    ),
-                    auto_promote=True,
-                )
-            )
-            async for _ in finetuning.WatchJob(fpb.WatchJobRequest(id=job.id), timeout=300):
-                pass
-            final = await finetuning.GetJob(fpb.GetJobRequest(id=job.id))
-            assert final.state == fpb.JOB_STATE_SUCCEEDED, final.error
-            reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
-                ipb.ClassifyRequest(model="sentiment", inputs=[ipb.Input(text="great fun")])
-            )
-            assert reply.version == "1"
-    finally:
-        await running.stop(0)
-    stored = objects(bucket)
-    assert "models/sentiment/1/manifest.json" in stored
-    assert "models/sentiment/1/model.onnx" in stored
-    assert stored["models/sentiment/aliases/latest"] == b"1\n"
-    assert not (tmp_path / "a" / "models").exists()  # nothing went to a local repository

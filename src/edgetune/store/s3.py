@@ -11,7 +11,7 @@ Objects under `s3://<bucket>/<prefix>/`, laid out as a repository folder is:
 Readers list versions by their manifests, so files uploaded without one (a publisher that
 died, or one still uploading) are never seen; a PUT replaces an alias object whole, and S3
 reads are strongly consistent, so a reader sees the old or the new alias, never half of one.
-Versions are immutable: `get` downloads one into `<cache>/<name>/<version>/` once (into a
+Versions are immutable: `get` downloads one into `<cache root>/<name>/<version>/` once (into a
 temporary folder, every file checked against the manifest's sha256 and size while it
 arrives, then renamed into place) and serves it from there after; aliases and the version
 list are read from the bucket at every call, so `registry.follow` sees another replica's
