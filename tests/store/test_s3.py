@@ -234,3 +234,28 @@ def test_each_bucket_and_prefix_has_a_cache_of_its_own(bucket: str, tmp_path: Pa
     for prefix, content in (("staging", b"staging"), ("", b"root"), ("prod/eu", b"prod")):
         version = S3Repository(bucket, prefix, cache).resolve("m")
         assert (version.path / "model.onnx").read_bytes() == content
+
+
+def test_a_manifest_in_the_bucket_cannot_write_outside_the_cache(
+    bucket: str, tmp_path: Path
+) -> None:
+    body = b"evil"
+    manifest = Manifest(
+        task="t",
+        labels=["a"],
+        files={
+            "model.onnx": hashlib.sha256(body).hexdigest(),
+            "../../../escaped": hashlib.sha256(body).hexdigest(),
+        },
+    )
+    client = s3_client()
+    for key in ("models/m/1/model.onnx", "models/m/1/../../../escaped"):
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    client.put_object(
+        Bucket=bucket, Key="models/m/1/manifest.json", Body=manifest.model_dump_json().encode()
+    )
+    reader = s3repo(bucket, tmp_path / "cache")
+    with pytest.raises(ModelLoadError, match=r"'\.\./\.\./\.\./escaped' points outside"):
+        reader.get("m", 1)
+    assert not list(tmp_path.rglob("escaped"))
+    assert not (reader.root / "m" / "1").exists()
