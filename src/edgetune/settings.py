@@ -187,6 +187,18 @@ class RuntimeSettings(_Group):
     models point theirs at one shared folder (a network file system) and keep a home each
     (jobs and data sets stay with the one replica that fine-tunes)."""
 
+    repository_url: str = ""
+    """Where the model repository lives, as a URL: empty (repository_dir, else
+    `<home>/models`), `file:///absolute/folder`, or `s3://bucket/prefix` (the `s3` extra:
+    versions are downloaded into repository_cache_dir; endpoint, region and credentials come
+    from the standard AWS_* variables, AWS_ENDPOINT_URL for an S3-compatible store). Set
+    this or repository_dir, not both."""
+
+    repository_cache_dir: Path | None = None
+    """Local read-through cache of an `s3://` repository: each version used is downloaded,
+    checked against its manifest's sha256 and kept here (versions are immutable), and jobs
+    stage their exports here; unset = `<home>/cache/models`."""
+
     repository_poll_s: float = Field(default=0.0, ge=0)
     """Seconds between checks of the repository for alias moves (a new `latest`) of the
     models being served, which are then loaded, warmed and switched to as a local
@@ -210,6 +222,18 @@ class RuntimeSettings(_Group):
                 )
         return pinned
 
+    @field_validator("repository_url")
+    @classmethod
+    def _repository_url(cls, url: str) -> str:
+        parse_repository_url(url)
+        return url
+
+    @model_validator(mode="after")
+    def _one_repository(self) -> RuntimeSettings:
+        if self.repository_url and self.repository_dir is not None:
+            raise ValueError("set EDGETUNE_REPOSITORY_URL or EDGETUNE_REPOSITORY_DIR, not both")
+        return self
+
     @property
     def pinned_routes(self) -> list[tuple[str, str]]:
         """(name, version-or-alias) of each pinned model, `latest` when only a name, sorted."""
@@ -217,6 +241,47 @@ class RuntimeSettings(_Group):
             (name, spec or "latest")
             for name, _, spec in (entry.partition(":") for entry in set(self.pinned_models))
         )
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def parse_repository_url(url: str) -> tuple[str, str, str]:
+    """(scheme, where, prefix) of a repository_url: ("file", folder, "") for a folder ("" for
+    the default) and ("s3", bucket, prefix) for a bucket, the prefix without slashes at its
+    ends ("" for the whole bucket).
+
+    :raises ValueError: an unsupported scheme or a malformed URL (what is wrong, quoted).
+    """
+    if not url:
+        return "file", "", ""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if not url.startswith("/"):
+            raise ValueError(f"{url[:64]!r} is not an absolute folder, file:// or s3:// URL")
+        return "file", url, ""
+    if scheme == "file":
+        # file:///folder: an empty (or localhost) host, an absolute path.
+        host, slash, path = rest.partition("/")
+        if host not in ("", "localhost") or not slash:
+            raise ValueError(f"{url[:64]!r}: write file:///absolute/folder")
+        return "file", "/" + path, ""
+    if scheme == "s3":
+        bucket, _, prefix = rest.partition("/")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                f"{url[:64]!r}: bucket {bucket[:64]!r} is not a valid S3 bucket name "
+                "(3-63 lowercase letters, digits, '.' and '-')"
+            )
+        parts = [part for part in prefix.strip("/").split("/") if part]
+        if any(not _PREFIX_PART.fullmatch(p) or p in (".", "..") for p in parts):
+            raise ValueError(
+                f"{url[:64]!r}: the prefix may hold letters, digits, '.', '_', '-' and '/' "
+                "(no '.' or '..' parts)"
+            )
+        return "s3", bucket, "/".join(parts)
+    raise ValueError(f"{url[:64]!r}: unsupported scheme {scheme[:16]!r} (use file:// or s3://)")
 
 
 class TrainingSettings(_Group):
@@ -419,8 +484,20 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Root of the model repository (`repository_dir`, else `<home>/models`)."""
+        """Root of a local model repository (a file repository_url, `repository_dir`, else
+        `<home>/models`); for an `s3://` repository, its local cache."""
+        scheme, where, _ = parse_repository_url(self.runtime.repository_url)
+        if scheme == "s3":
+            return self.models_cache_dir
+        if where:
+            return Path(where)
         return self.runtime.repository_dir or self.home / "models"
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """Local cache of an `s3://` model repository (`repository_cache_dir`, else
+        `<home>/cache/models`)."""
+        return self.runtime.repository_cache_dir or self.home / "cache" / "models"
 
     @property
     def datasets_dir(self) -> Path:

@@ -74,14 +74,14 @@ def cmd_import_model(args: argparse.Namespace) -> int:
 
     require_train("import-model")
     from edgetune.exporters.onnx import import_model
-    from edgetune.store import ModelRepository
+    from edgetune.store import open_repository
 
     settings = _settings(args)
     logging.basicConfig(level=logging.WARNING)
     task = _plugins(settings).task(args.task)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
     version = import_model(
-        ModelRepository(settings.models_dir),
+        open_repository(settings),
         task,
         args.name,
         Path(args.source),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.errors import InvalidArgument
-from edgetune.store import Manifest, ModelRepository, ModelVersion
+from edgetune.store import Manifest, ModelVersion, Repository
 from edgetune.store.manifest import TRAINABLE_DIR
 from edgetune.task import Task
 
@@ -74,7 +74,7 @@ def check_model_folder(folder: Path, what: str) -> None:
 
 
 def import_model(
-    repository: ModelRepository,
+    repository: Repository,
     task: Task,
     name: str,
     source: Path,

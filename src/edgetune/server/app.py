@@ -28,7 +28,7 @@ from edgetune.serving.registry import ModelRegistry
 from edgetune.serving.service import InferenceService
 from edgetune.serving.session import physical_cores
 from edgetune.settings import Settings
-from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store import ModelVersion, open_repository
 from edgetune.tracing import tracer_provider_from_env
 from edgetune.training.bases import BaseStore
 from edgetune.training.datasets import DatasetStore
@@ -139,7 +139,7 @@ async def start_server(
     :param wait_ready: return once start-up loading has finished; False returns at once
         (`RunningServer.wait_ready` waits), as `serve` does so probes get answers early.
     """
-    repository = ModelRepository(settings.models_dir)
+    repository = open_repository(settings)
     health_servicer = health.aio.HealthServicer()
     # "" (the whole server) says NOT_SERVING until start-up loading has finished.
     await health_servicer.set("", NOT_SERVING)

@@ -24,7 +24,7 @@ from edgetune.serving.memory import resident_bytes
 from edgetune.serving.model import ServedModel
 from edgetune.serving.registry import ModelRegistry, ModelStatus
 from edgetune.settings import Settings
-from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store import ModelVersion, Repository
 from edgetune.store.repository import check_name
 from edgetune.task import Task
 from edgetune.training.bases import check_base_name
@@ -82,7 +82,7 @@ class ModelAdmin:
 
     def __init__(
         self,
-        repository: ModelRepository,
+        repository: Repository,
         registry: ModelRegistry,
         settings: Settings,
         state: ServerState,
@@ -125,7 +125,8 @@ class ModelAdmin:
         return [
             (
                 name,
-                [self.repository.get(name, n) for n in self.repository.versions(name)],
+                # describe: a bucket's versions are listed, not downloaded.
+                [self.repository.describe(name, n) for n in self.repository.versions(name)],
                 self.repository.aliases(name),
             )
             for name in self.repository.model_names()

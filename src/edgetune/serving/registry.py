@@ -41,7 +41,7 @@ from edgetune.serving.model import ServedModel
 from edgetune.serving.observe import Observer
 from edgetune.serving.session import choose_providers, session_options
 from edgetune.settings import Settings
-from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store import ModelVersion, Repository
 from edgetune.store.model_settings import ModelSettings
 from edgetune.store.repository import LATEST
 from edgetune.task import Task
@@ -69,7 +69,7 @@ class ModelRegistry:
 
     def __init__(
         self,
-        repository: ModelRepository,
+        repository: Repository,
         plugins: Plugins,
         settings: Settings,
         listeners: tuple[Listener, ...] = (),
@@ -145,7 +145,12 @@ class ModelRegistry:
             wanted.append((route, await asyncio.to_thread(self.repository.resolve, *route)))
         if model_control == "all":
             latest = []
-            for name in await asyncio.to_thread(self.repository.model_names):
+            try:
+                names = await asyncio.to_thread(self.repository.model_names)
+            except EdgetuneError as exc:  # a bucket that cannot be listed now, say
+                log.error("cannot list the models at start-up: %s", exc.message)
+                names = []
+            for name in names:
                 try:
                     latest.append(await asyncio.to_thread(self.repository.resolve, name))
                 except EdgetuneError as exc:

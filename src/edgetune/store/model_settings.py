@@ -67,14 +67,20 @@ class ModelOverrides(BaseModel):
             data = path.read_bytes()
         except FileNotFoundError:
             return cls()
+        return cls.parse(data, f"{model_folder.name}/{MODEL_SETTINGS_NAME}")
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> ModelOverrides:
+        """The overrides in data, the contents of the file named where (for messages).
+
+        :raises ModelLoadError: as `read`.
+        """
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the file"
-            raise ModelLoadError(
-                f"{model_folder.name}/{MODEL_SETTINGS_NAME}: {where}: {first['msg']}"
-            ) from None
+            field = ".".join(str(p) for p in first["loc"]) or "the file"
+            raise ModelLoadError(f"{where}: {field}: {first['msg']}") from None
 
     def applied_to(self, settings: Settings) -> ModelSettings:
         """The model's settings: each override, else the server's value."""

@@ -12,14 +12,19 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from edgetune.errors import AlreadyExists, InvalidArgument, NotFound, quoted
+from edgetune.settings import parse_repository_url
 from edgetune.store.manifest import MODEL_FILE, Manifest
 from edgetune.store.model_settings import ModelOverrides
+
+if TYPE_CHECKING:
+    from edgetune.settings import Settings
 
 LATEST = "latest"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -61,11 +66,136 @@ class ModelVersion:
         return model_file.stat().st_size if model_file.exists() else 0
 
 
+def pick_version(
+    name: str, spec: str, versions: list[int], alias: Callable[[str], int | None]
+) -> int:
+    """The number spec names among a model's versions: a number, an alias (alias(spec) is
+    its version, None when there is no such alias), or "" for `latest` (the alias, else the
+    highest version). Every repository resolves through this, so the rules are one.
+
+    :raises NotFound: naming the model, version or alias that does not exist.
+    :raises InvalidArgument: spec is not a name or is a number spelt otherwise.
+    """
+    if not versions:
+        raise NotFound(f"model {name!r} not found")
+    spec = spec or LATEST
+    # First: ASCII and at most 128 characters, so a spec str.isdigit() takes ("²", or
+    # thousands of digits) is refused here rather than by int(); no spaces.
+    check_name(spec, "version or alias")
+    if spec.isdigit():
+        number = int(spec)
+        if spec != str(number):  # one spelling per version: "1", not "01" or "001"
+            raise InvalidArgument(
+                f"version {quoted(spec)} is not a version number as written by the "
+                f"server: write {number}"
+            )
+        if number not in versions:
+            raise NotFound(f"model {name!r} has no version {spec}")
+        return number
+    found = alias(spec)
+    if found is not None:
+        return found
+    if spec == LATEST:
+        return versions[-1]
+    raise NotFound(f"model {name!r} has no alias {spec!r}")
+
+
+class Repository(Protocol):
+    """What the server, the jobs and the CLI call on a model repository: `ModelRepository`
+    (a folder) and `S3Repository` (a bucket, in store/s3.py) both provide it."""
+
+    root: Path
+    """A local folder of the repository: the repository itself, or a bucket's cache."""
+
+    @property
+    def location(self) -> str:
+        """Where the repository is, for messages (a folder, or s3://bucket/prefix)."""
+        ...
+
+    def model_names(self) -> list[str]:
+        """Names of every model with at least one version, sorted."""
+        ...
+
+    def versions(self, name: str) -> list[int]:
+        """Published version numbers of a model, ascending."""
+        ...
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias -> version for one model."""
+        ...
+
+    def resolve(self, name: str, spec: str = "") -> ModelVersion:
+        """The version named by spec: a number, an alias, or "" for `latest`."""
+        ...
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        """A version by number, its files in a local folder."""
+        ...
+
+    def describe(self, name: str, version: int) -> ModelVersion:
+        """A version with its manifest, its files maybe not local yet (for listings)."""
+        ...
+
+    def overrides(self, name: str) -> ModelOverrides:
+        """The model's model-settings.json overrides."""
+        ...
+
+    def staging(self) -> AbstractContextManager[Path]:
+        """A fresh local folder to assemble a version in."""
+        ...
+
+    def remove_stale_staging(self) -> None:
+        """Delete staging folders of processes that died."""
+        ...
+
+    def publish(
+        self, name: str, staged: Path, manifest: Manifest, aliases: tuple[str, ...] = (LATEST,)
+    ) -> ModelVersion:
+        """Publish a staged folder as the model's next version."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point alias at version."""
+        ...
+
+    def used_bytes(self) -> int:
+        """Bytes the repository holds (what models_quota_mb is checked against)."""
+        ...
+
+
+def open_repository(settings: Settings) -> Repository:
+    """The model repository repository_url names: a folder (the default) or, for
+    `s3://bucket/prefix`, an `S3Repository` with its cache in `settings.models_cache_dir`.
+
+    :raises FailedPrecondition: an s3:// URL without boto3 installed (the `s3` extra).
+    """
+    scheme, bucket, prefix = parse_repository_url(settings.runtime.repository_url)
+    if scheme == "s3":
+        from edgetune.store.s3 import S3Repository  # boto3 only when a bucket is used
+
+        return S3Repository(bucket, prefix, settings.models_cache_dir)
+    return ModelRepository(settings.models_dir)
+
+
 class ModelRepository:
     """Versions, manifests and aliases of every model under one folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @property
+    def location(self) -> str:
+        """The repository's folder, for messages."""
+        return str(self.root)
+
+    def used_bytes(self) -> int:
+        """Bytes of the regular files under the folder (staging included: it is disk the
+        repository takes)."""
+        if not self.root.is_dir():
+            return 0
+        return sum(
+            p.stat().st_size for p in self.root.rglob("*") if p.is_file() and not p.is_symlink()
+        )
 
     def model_names(self) -> list[str]:
         """Names of every model with at least one version, sorted."""
@@ -101,30 +231,11 @@ class ModelRepository:
 
         Raises NotFound naming the model, version or alias that does not exist.
         """
-        versions = self.versions(name)
-        if not versions:
-            raise NotFound(f"model {name!r} not found")
-        spec = spec or LATEST
-        # First: ASCII and at most 128 characters, so a spec str.isdigit() takes ("²", or
-        # thousands of digits) is refused here rather than by int(); no spaces.
-        check_name(spec, "version or alias")
-        if spec.isdigit():
-            number = int(spec)
-            if spec != str(number):  # one spelling per version: "1", not "01" or "001"
-                raise InvalidArgument(
-                    f"version {quoted(spec)} is not a version number as written by the "
-                    f"server: write {number}"
-                )
-            if number not in versions:
-                raise NotFound(f"model {name!r} has no version {spec}")
-        else:
-            aliases = self.aliases(name)
-            if spec in aliases:
-                number = aliases[spec]
-            elif spec == LATEST:
-                number = versions[-1]
-            else:
-                raise NotFound(f"model {name!r} has no alias {spec!r}")
+
+        def alias(spec: str) -> int | None:  # the alias files are read only for an alias
+            return self.aliases(name).get(spec)
+
+        number = pick_version(name, spec, self.versions(name), alias)
         return self.get(name, number)
 
     def get(self, name: str, version: int) -> ModelVersion:
@@ -133,6 +244,10 @@ class ModelRepository:
         if not path.is_dir():
             raise NotFound(f"model {name!r} has no version {version}")
         return ModelVersion(name, version, path, Manifest.read(path))
+
+    def describe(self, name: str, version: int) -> ModelVersion:
+        """The version as `get` returns it (a folder's files are always local)."""
+        return self.get(name, version)
 
     def overrides(self, name: str) -> ModelOverrides:
         """The serving settings a model's `model-settings.json` overrides (none without one).

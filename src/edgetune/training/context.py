@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgetune.plugins.manager import Plugins
 from edgetune.settings import Settings
-from edgetune.store import ModelRepository
+from edgetune.store import Repository
 from edgetune.training.datasets import DatasetStore
 from edgetune.training.faults import NO_FAULTS, Faults
 from edgetune.training.jobstore import Job, JobStore
@@ -24,7 +24,7 @@ class JobContext:
     store: JobStore
     plugins: Plugins
     datasets: DatasetStore
-    repository: ModelRepository
+    repository: Repository
     workdir: Path
     """The job's work folder (checkpoints, trials); removed when the job ends."""
     cancelled: Callable[[], bool]

@@ -18,7 +18,7 @@ from edgetune.errors import EdgetuneError, FailedPrecondition
 from edgetune.plugins.manager import Plugins
 from edgetune.serving.registry import ModelRegistry
 from edgetune.settings import Settings
-from edgetune.store import ModelRepository
+from edgetune.store import Repository
 from edgetune.store.manifest import utc_now
 from edgetune.store.repository import check_name
 from edgetune.tracing import TRACEPARENT, traceparent
@@ -60,7 +60,7 @@ class JobManager:
         self,
         settings: Settings,
         plugins: Plugins,
-        repository: ModelRepository,
+        repository: Repository,
         registry: ModelRegistry,
         datasets: DatasetStore,
         store: JobStore,

@@ -9,14 +9,14 @@ from typing import Any
 
 from edgetune.errors import InvalidArgument
 from edgetune.exporters.onnx import check_model_folder
-from edgetune.store import ModelRepository
+from edgetune.store import Repository
 from edgetune.store.manifest import TRAINABLE_DIR
 from edgetune.task import Task
 from edgetune.training.datasets import DatasetStore, check_training_data, stratified_split
 from edgetune.training.spec import JobSpec
 
 
-def resolve_base(spec: JobSpec, repository: ModelRepository) -> Path:
+def resolve_base(spec: JobSpec, repository: Repository) -> Path:
     """The transformers folder training starts from; InvalidArgument naming the field."""
     if spec.base_model:
         version = repository.resolve(spec.base_model, spec.base_version)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgetune.errors import EdgetuneError
-from edgetune.store import ModelRepository, ModelVersion
+from edgetune.store import ModelVersion, Repository
 
 REPORT_KEYS = (
     "baseline",
@@ -19,11 +19,11 @@ REPORT_KEYS = (
 """What a job's manifest (training section) and result say beside the metrics."""
 
 
-def find_published(repository: ModelRepository, name: str, job_id: str) -> ModelVersion | None:
+def find_published(repository: Repository, name: str, job_id: str) -> ModelVersion | None:
     """The version of model name that job_id published, if there is one."""
     for number in reversed(repository.versions(name)):
         try:
-            version = repository.get(name, number)
+            version = repository.describe(name, number)  # the manifest is enough
         except EdgetuneError:
             continue  # not readable: not one this job published (that rename was atomic)
         if version.manifest.training.get("job") == job_id:

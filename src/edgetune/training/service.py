@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from edgetune.errors import InvalidArgument, ResourceExhausted, quoted
 from edgetune.extras import require_train
 from edgetune.training.bases import BaseFileInfo, BaseInfo, BaseStore, BaseUpload
-from edgetune.training.datasets import MIB, DatasetInfo, DatasetStore, folder_bytes
+from edgetune.training.datasets import MIB, DatasetInfo, DatasetStore
 from edgetune.training.jobs import JobManager
 from edgetune.training.jobstore import Event, Job
 from edgetune.training.spec import SEARCHABLE, Hyperparameters, JobSpec, JobState, Range, SearchSpec
@@ -200,7 +200,8 @@ class FineTuningService:
     async def _check_quota(self) -> None:
         quota = int(self.jobs.settings.limits.models_quota_mb * MIB)
         if quota:
-            used = await asyncio.to_thread(folder_bytes, self.jobs.settings.models_dir)
+            # A bucket's objects for an s3:// repository, the folder's files otherwise.
+            used = await asyncio.to_thread(self.jobs.repository.used_bytes)
             if used >= quota:
                 raise ResourceExhausted(
                     f"the model repository uses {used // MIB} MiB of its {quota // MIB} MiB "

@@ -25,7 +25,7 @@ from opentelemetry import trace
 from edgetune.errors import EdgetuneError
 from edgetune.plugins.manager import Plugins, build_plugins
 from edgetune.settings import Settings, load_settings
-from edgetune.store import ModelRepository
+from edgetune.store import open_repository
 from edgetune.tracing import context_from_env, tracer_provider_from_env
 from edgetune.training import search
 from edgetune.training.context import JobContext
@@ -116,7 +116,7 @@ def _run(
         store,
         plugins,
         datasets,
-        ModelRepository(settings.models_dir),
+        open_repository(settings),
         workdir,
         cancel,
         Faults.from_env(lambda message: store.update(job.id, message, {}), cancel),
