@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from edgetune.errors import InvalidArgument
 from edgetune.store.manifest import Manifest
 
 # ---- inputs: one class per kind of the proto's Input.kind oneof -------------------------
@@ -251,6 +252,18 @@ class Task(ABC):
     @abstractmethod
     def build_model(self, base: Path, labels: Sequence[str]) -> TrainableModel:
         """A trainable transformers model from a base model folder, with a head for labels."""
+
+    def build_model_from_descriptions(
+        self, base: Path, labels: Sequence[str], descriptions: Mapping[str, str]
+    ) -> TrainableModel:
+        """A model for labels made from what they mean, without training rows (zero-shot):
+        `descriptions` maps some labels to a line of text (the others stand for themselves).
+        `import-model --labels-file` and `Models.ImportModel` with label_descriptions call
+        it. Default: refused, the task takes no label descriptions.
+        """
+        raise InvalidArgument(
+            f"label_descriptions: task {self.name!r} does not take label descriptions"
+        )
 
     @abstractmethod
     def load_preprocessor(self, base: Path) -> Preprocessor:
