@@ -286,6 +286,16 @@ class Task(ABC):
     def collate(self, preprocessor: Preprocessor) -> Collator:
         """A callable that turns a list of feature dicts into a batch of torch tensors."""
 
+    def prepare_model(
+        self, model: TrainableModel, features: Sequence[Feature], collate: Collator
+    ) -> None:
+        """Called once on a model fresh from `build_model`, before its first epoch, with the
+        features it is about to train on (never when training resumes from a checkpoint):
+        a task may set weights from the training rows, e.g. a head whose rows are each
+        label's mean embedding (few-shot). Runs in the training process. Default: nothing.
+        """
+        return None
+
     @abstractmethod
     def compute_metrics(
         self, logits: Array, label_ids: Array, labels: Sequence[str]

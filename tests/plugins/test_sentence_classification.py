@@ -20,6 +20,7 @@ from edgetune.plugins.sentence_classification import SentenceClassification
 from edgetune.store import ModelRepository
 from edgetune.store.manifest import MODEL_FILE, TRAINABLE_DIR
 from edgetune.task import Text, softmax
+from edgetune.training.report import few_rows_note
 from edgetune.v1 import inference_pb2 as ipb
 
 task = SentenceClassification()
@@ -135,6 +136,29 @@ def test_adding_a_label_is_a_new_version_keeping_the_old_rows(
     assert model.config.label_texts["arts"] == "This example is arts."
 
 
+def test_prepare_model_sets_each_label_s_row_to_its_prototype(encoder: Path) -> None:
+    import torch
+
+    labels = ["sport", "business", "arts"]
+    model: Any = task.build_model(encoder, labels)
+    before = model.head.weight.detach().clone()
+    tokenizer = task.load_preprocessor(encoder)
+    features = task.build_features(ROWS, tokenizer, labels, max_length=32)
+    task.prepare_model(model, features, task.collate(tokenizer))
+    sport = [r["text"] for r in ROWS if r["label"] == "sport"]
+    encoded = tokenizer(sport, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        mean = model.eval().embed(**encoded).mean(0)
+    want = torch.nn.functional.normalize(mean, dim=0) / 0.05
+    np.testing.assert_allclose(model.head.weight[0].detach(), want, atol=1e-4)
+    assert not torch.allclose(model.head.weight[1], before[1])
+    torch.testing.assert_close(model.head.weight[2], before[2])  # no rows: its label text's
+    assert model.config.freeze_encoder  # 12 rows per label: the head trains alone
+    assert not any(p.requires_grad for p in model.bert.parameters())
+    task.prepare_model(model, features * 2, task.collate(tokenizer))  # 24 per label
+    assert all(p.requires_grad for p in model.bert.parameters())
+
+
 @pytest.mark.parametrize(
     ("labels", "descriptions", "message"),
     [
@@ -205,6 +229,9 @@ class TestSentenceClassificationConformance(TaskConformance):
     def test_served_scores_equal_the_torch_model(self, published: dict[str, Any]) -> None:
         import torch
 
+        assert "the validation figures and the int8 gate are unreliable" in (
+            published["job"].result.selection
+        )
         version = ModelRepository(published["home"] / "models").resolve("conformance")
         model: Any = task.build_model(version.path / TRAINABLE_DIR, version.manifest.labels)
         tokenizer = task.load_preprocessor(version.path / TRAINABLE_DIR)
@@ -220,6 +247,21 @@ class TestSentenceClassificationConformance(TaskConformance):
                 for r in published["results"]
             ]
         )
+        # Few rows per label: the encoder stayed as the base had it, only the head trained.
+        assert model.config.freeze_encoder
+        base: Any = task.build_model(published["base"], version.manifest.labels)
+        for (name, trained), (_, original) in zip(
+            model.bert.named_parameters(), base.bert.named_parameters(), strict=True
+        ):
+            torch.testing.assert_close(trained, original, msg=name)
+        assert not torch.allclose(model.head.weight, base.head.weight)
         # int8 (when the gate took it) moves scores a little; fp32 matches to float error.
         atol = 0.05 if version.manifest.format == "onnx-int8" else 1e-4
         np.testing.assert_allclose(got, want, atol=atol)
+
+
+def test_a_job_with_few_validation_rows_per_label_says_its_figures_are_unreliable() -> None:
+    rows = [{"text": "a", "label": "sport"}] * 5 + [{"text": "b", "label": "arts"}] * 2
+    note = few_rows_note(task, rows)
+    assert note is not None and "as few as 2 for label 'arts', 7 in all" in note
+    assert few_rows_note(task, rows[:5] + rows[5:] * 3) is None

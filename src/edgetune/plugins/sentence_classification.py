@@ -9,10 +9,11 @@ classifier and as fast as one over the same encoder.
 
 * zero-shot: `import-model --task sentence-classification --labels-file labels.json`
   builds the head from the label texts alone (seconds, no training rows);
-* few-shot and full fine-tuning: a job trains encoder and head end to end with
-  cross-entropy, starting from that head (so 8 rows per label already help), on a base
-  encoder or on an earlier version of the model (`--base-model`), which keeps its labels'
-  rows and embeds only new labels.
+* few-shot and full fine-tuning: a job (on a base encoder, or on an earlier version of
+  the model with `--base-model`) sets each label's head row to the prototype of its
+  training rows (`prepare_model`), then trains with cross-entropy: only the head while
+  some label has fewer than 16 rows (fine-tuning the encoder on so few overfits), encoder
+  and head end to end with more. A label without rows keeps its label text's row.
 
 Rows are `{"text": ..., "label": ...}`. Torch is imported inside the training methods only.
 """
@@ -33,7 +34,16 @@ from edgetune.kit import (
     tokenizer_options,
 )
 from edgetune.plugins import hookimpl
-from edgetune.task import Input, Preprocessor, Task, Text, TokenIds, TrainableModel
+from edgetune.task import (
+    Collator,
+    Feature,
+    Input,
+    Preprocessor,
+    Task,
+    Text,
+    TokenIds,
+    TrainableModel,
+)
 
 MAX_DESCRIPTION_CHARS = 1_000
 """Longest label description: it is embedded as one text, and the encoder reads only its
@@ -102,6 +112,16 @@ class SentenceClassification(TextClassifier):
 
         model: TrainableModel = build(base, labels, descriptions, load_tokenizer)
         return model
+
+    def prepare_model(
+        self, model: TrainableModel, features: Sequence[Feature], collate: Collator
+    ) -> None:
+        """Head rows from the training rows: each label's normalised mean embedding (its
+        prototype) over the temperature; labels without rows keep their label text's."""
+        from edgetune.plugins.sentence_encoder import set_prototypes
+
+        rows = list(features)
+        set_prototypes(model, (collate(rows[i : i + 16]) for i in range(0, len(rows), 16)))
 
     def task_options(
         self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None

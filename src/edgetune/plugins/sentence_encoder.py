@@ -5,8 +5,10 @@ runtime unchanged.
 
 The head's rows start as the normalised embeddings of the label texts ("name: description",
 or the name in a template) divided by a temperature: with no training at all the model is a
-zero-shot classifier (softmax over cosine similarities / temperature); a fine-tuning job
-trains encoder and head end to end with cross-entropy from there.
+zero-shot classifier (softmax over cosine similarities / temperature). A fine-tuning job
+first sets each label's row to its training rows' prototype (their mean embedding), then
+trains with cross-entropy: the head only when some label has fewer than FEW_SHOT_ROWS rows
+(few-shot), encoder and head end to end otherwise.
 
 Imports torch and transformers at import time: the sentence-classification task imports
 this module inside its training-side methods only.
@@ -15,7 +17,7 @@ this module inside its training-side methods only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ DEFAULT_TEMPERATURE = 0.05
 """Cosine similarities are in [-1, 1]; dividing by 0.05 spreads them over [-20, 20], so the
 softmax of a zero-shot model is decisive and cross-entropy training starts from a sensible
 scale (SetFit's and CLIP's cosine heads use similar scales)."""
+FEW_SHOT_ROWS = 16
+"""Below this many training rows for some label, a job trains the head only (see
+`set_prototypes`); from it on, encoder and head end to end."""
 DEFAULT_MAX_SEQ_LENGTH = 256
 """Tokens per input when the base's sentence_bert_config.json names none (MiniLM's)."""
 
@@ -58,6 +63,14 @@ class SentenceClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-call]
         self.bert = BertModel(config, add_pooling_layer=False)  # type: ignore[no-untyped-call]
         self.head = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()  # type: ignore[no-untyped-call]
+        self.freeze_encoder(bool(getattr(config, "freeze_encoder", False)))
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """Train the head only (frozen) or encoder and head; kept in the config, so that a
+        checkpoint reloaded to resume a job trains as the job began."""
+        self.config.freeze_encoder = frozen
+        for parameter in self.bert.parameters():
+            parameter.requires_grad_(not frozen)
 
     def embed(
         self,
@@ -246,3 +259,34 @@ def build(
     )
     model.config.architectures = ["SentenceClassifier"]
     return model
+
+
+@torch.no_grad()
+def set_prototypes(model: Any, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
+    """Each head row of a label the batches have rows of becomes that label's prototype:
+    the normalised mean of its rows' embeddings, over the temperature (a nearest-centroid
+    classifier in the encoder's space). Labels without rows keep their label-text row.
+
+    With a handful of rows per label this is most of what few-shot learning gets on a
+    good sentence encoder; the training that follows starts from it.
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros_like(model.head.weight)
+    counts = torch.zeros(sums.shape[0])
+    for batch in batches:
+        targets = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        sums.index_add_(0, targets, model.embed(**inputs))
+        counts += torch.bincount(targets, minlength=sums.shape[0]).to(counts.dtype)
+    seen = counts > 0
+    prototypes = nn.functional.normalize(sums[seen], p=2.0, dim=-1)
+    model.head.weight.data[seen] = prototypes / model.config.head_temperature
+    model.train(was_training)
+    # Cross-entropy fine-tuning of the encoder on a handful of rows per label overfits and
+    # loses accuracy the prototypes had (BBC, 8 rows per label, 300 held-out articles:
+    # prototypes alone 0.957; then end to end, 2 epochs at lr 1e-5 0.933, 4 at 2e-5 0.950,
+    # 4 at 5e-5 0.943): with few rows only the head trains, as SetFit trains only a head
+    # after its contrastive stage.
+    fewest = int(counts[seen].min()) if bool(seen.any()) else 0
+    model.freeze_encoder(fewest < FEW_SHOT_ROWS)
