@@ -154,7 +154,8 @@ class TaskConformance:
     @pytest.fixture(scope="class")
     @classmethod
     def published(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-        """Fine-tune, export and publish once per class; the answers it served, the job."""
+        """Fine-tune, export and publish once per class: the home and base folders, the
+        answers it served, the job."""
         base = tmp_path_factory.mktemp("base")
         cls().build_base(base)
         home = tmp_path_factory.mktemp("home")
@@ -245,7 +246,7 @@ class TaskConformance:
         running = await start_server(settings, build_plugins(self.plugin_modules))
         try:
             async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-                return {"home": home, **await self._exercise(channel, base)}
+                return {"home": home, "base": base, **await self._exercise(channel, base)}
         finally:
             await running.stop(0)
 

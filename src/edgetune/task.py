@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from edgetune.errors import InvalidArgument
 from edgetune.store.manifest import Manifest
 
 # ---- inputs: one class per kind of the proto's Input.kind oneof -------------------------
@@ -252,6 +253,18 @@ class Task(ABC):
     def build_model(self, base: Path, labels: Sequence[str]) -> TrainableModel:
         """A trainable transformers model from a base model folder, with a head for labels."""
 
+    def build_model_from_descriptions(
+        self, base: Path, labels: Sequence[str], descriptions: Mapping[str, str]
+    ) -> TrainableModel:
+        """A model for labels made from what they mean, without training rows (zero-shot):
+        `descriptions` maps some labels to a line of text (the others stand for themselves).
+        `import-model --labels-file` and `Models.ImportModel` with label_descriptions call
+        it. Default: refused, the task takes no label descriptions.
+        """
+        raise InvalidArgument(
+            f"label_descriptions: task {self.name!r} does not take label descriptions"
+        )
+
     @abstractmethod
     def load_preprocessor(self, base: Path) -> Preprocessor:
         """The base model's tokenizer or image processor (saved beside the exported model)."""
@@ -272,6 +285,16 @@ class Task(ABC):
     @abstractmethod
     def collate(self, preprocessor: Preprocessor) -> Collator:
         """A callable that turns a list of feature dicts into a batch of torch tensors."""
+
+    def prepare_model(
+        self, model: TrainableModel, features: Sequence[Feature], collate: Collator
+    ) -> None:
+        """Called once on a model fresh from `build_model`, before its first epoch, with the
+        features it is about to train on (never when training resumes from a checkpoint):
+        a task may set weights from the training rows, e.g. a head whose rows are each
+        label's mean embedding (few-shot). Runs in the training process. Default: nothing.
+        """
+        return None
 
     @abstractmethod
     def compute_metrics(

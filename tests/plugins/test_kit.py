@@ -42,6 +42,7 @@ TASK_MODULES = (
     "multi_label",
     "token_classification",
     "image_classification",
+    "sentence_classification",
 )
 FORBIDDEN = tuple(f"edgetune.plugins.{name}" for name in TASK_MODULES)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from edgetune.cli.common import client_channel, state_name
+from edgetune.cli.common import client_channel, read_labels, state_name
 from edgetune.errors import EdgetuneError, InvalidArgument
 from edgetune.settings import Settings, load_settings
 
@@ -79,7 +79,7 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=logging.WARNING)
     task = _plugins(settings).task(args.task)
-    labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
+    labels, descriptions = read_labels(args.labels, args.labels_file)
     version = import_model(
         open_repository(settings),
         task,
@@ -87,6 +87,7 @@ def cmd_import_model(args: argparse.Namespace) -> int:
         Path(args.source),
         labels,
         max_length=args.max_length,
+        descriptions=descriptions,
     )
     print(
         f"imported {version.name} version {version.version} ({task.name}, "
@@ -99,7 +100,7 @@ def _import_remote(args: argparse.Namespace) -> int:
     from edgetune.cli.finetune import upload_base
     from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
 
-    labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
+    labels, descriptions = read_labels(args.labels, args.labels_file)
     with client_channel(args) as channel:
         base = upload_base(
             finetuning_pb2_grpc.FineTuningStub(channel), Path(args.source), args.timeout
@@ -110,6 +111,7 @@ def _import_remote(args: argparse.Namespace) -> int:
                 task=args.task,
                 base=base,
                 labels=labels,
+                label_descriptions=descriptions,
                 max_length=args.max_length or 0,
             ),
             timeout=max(args.timeout, 600),
@@ -464,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help="model name in the repository")
     imp.add_argument("--task", required=True, help="task the model serves (see `edgetune plugins`)")
     imp.add_argument("--labels", help="comma-separated labels (default: the folder's id2label)")
+    imp.add_argument(
+        "--labels-file",
+        dest="labels_file",
+        help="JSON list of labels, or object label -> description (zero-shot tasks)",
+    )
     imp.add_argument(
         "--max-length",
         dest="max_length",

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgetune.errors import InvalidArgument
+from edgetune.errors import InvalidArgument, quoted
 from edgetune.store import Manifest, ModelVersion, Repository
 from edgetune.store.manifest import TRAINABLE_DIR
 from edgetune.task import Task
@@ -81,10 +81,14 @@ def import_model(
     labels: Sequence[str] = (),
     aliases: tuple[str, ...] = ("latest",),
     max_length: int | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> ModelVersion:
     """Build task's model from a local transformers folder, export it to ONNX and publish it.
 
     :param labels: label names; when empty they come from the folder's config.json id2label.
+    :param descriptions: label -> what it means, for a task that builds a model from them
+        (`Task.build_model_from_descriptions`, e.g. a zero-shot classifier); None or empty
+        builds with `Task.build_model`.
     :param max_length: tokens per input when serving; default: what the model takes.
     :raises InvalidArgument: the folder is not a model folder or no labels are known.
     """
@@ -94,10 +98,14 @@ def import_model(
         raise InvalidArgument(
             f"{source}: config.json names no labels (id2label); pass them with --labels"
         )
-    if len(set(labels)) != len(labels):
-        raise InvalidArgument(f"labels contain duplicates: {labels}")
+    for index, label in enumerate(labels):
+        if label in labels[:index]:
+            raise InvalidArgument(f"labels[{index}]: label {quoted(label)} is given twice")
     preprocessor = task.load_preprocessor(source)
-    model = task.build_model(source, labels)
+    if descriptions:
+        model = task.build_model_from_descriptions(source, labels, descriptions)
+    else:
+        model = task.build_model(source, labels)
     with repository.staging() as staged:
         log.info("exporting %s to ONNX for task %s", source, task.name)
         export_onnx(task, model, preprocessor, staged)

@@ -31,6 +31,7 @@ BUILTIN_PLUGINS = (
     "edgetune.plugins.multi_label",
     "edgetune.plugins.token_classification",
     "edgetune.plugins.image_classification",
+    "edgetune.plugins.sentence_classification",
     "edgetune.plugins.readers",
     "edgetune.plugins.token_auth",
 )

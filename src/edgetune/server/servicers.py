@@ -106,7 +106,12 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
     ) -> models_pb2.ModelInfo:
         """Build, export and publish a model from an uploaded base, in a child process."""
         details = await self.admin.import_model(
-            request.name, request.task, request.base, list(request.labels), request.max_length
+            request.name,
+            request.task,
+            request.base,
+            list(request.labels),
+            request.max_length,
+            dict(request.label_descriptions),
         )
         return convert.details_to_pb(details)
 

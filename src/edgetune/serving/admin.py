@@ -9,10 +9,13 @@ repository, and runs their disk reads in a thread so the event loop never waits 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnxruntime as ort
 
@@ -159,10 +162,21 @@ class ModelAdmin:
         return await self.details(served.version)
 
     async def import_model(
-        self, name: str, task: str, base: str, labels: list[str], max_length: int
+        self,
+        name: str,
+        task: str,
+        base: str,
+        labels: list[str],
+        max_length: int,
+        descriptions: dict[str, str] | None = None,
     ) -> ModelDetails:
         """Build, export and publish a model from an uploaded base, in a child process (so
-        torch never loads in the server)."""
+        torch never loads in the server).
+
+        :param descriptions: label -> what it means (the child's --labels-file); every key
+            must be one of labels, which sets the order (labels may be empty: then the keys
+            in the order received).
+        """
         require_train("import-model")
         _require_name(name)
         if not task:
@@ -178,19 +192,34 @@ class ModelAdmin:
             sys.executable, "-m", "edgetune", "import-model", "--name", name,
             "--task", task, str(folder),
         ]  # fmt: skip
-        if labels:
-            command += ["--labels", ",".join(labels)]
         if max_length:
             command += ["--max-length", str(max_length)]
-        async with self._imports:  # one export at a time: each takes the CPU for a while
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                env=settings_env(self.settings),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-            _, stderr = await process.communicate()
+        with tempfile.TemporaryDirectory(prefix="edgetune-import-") as scratch:
+            if descriptions:
+                unknown = [label for label in descriptions if labels and label not in labels]
+                if unknown:
+                    raise InvalidArgument(
+                        f"label_descriptions: {quoted(unknown[0])} is not one of the labels"
+                    )
+                # A file rather than arguments: descriptions are free text of any characters
+                # (commas included), and JSON keeps the labels' order.
+                listed = labels or list(descriptions)
+                labels_file = Path(scratch) / "labels.json"
+                labels_file.write_text(
+                    json.dumps({label: descriptions.get(label, "") for label in listed})
+                )
+                command += ["--labels-file", str(labels_file)]
+            elif labels:
+                command += ["--labels", ",".join(labels)]
+            async with self._imports:  # one export at a time: each takes the CPU for a while
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    env=settings_env(self.settings),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+                _, stderr = await process.communicate()
         if process.returncode != 0:
             lines = stderr.decode(errors="replace").strip().splitlines()
             reason = next((line for line in reversed(lines) if line.startswith("error: ")), "")

@@ -128,6 +128,8 @@ def train(
     :param best: the best checkpoint of an interrupted run.
     """
     torch.manual_seed(hp.seed)
+    if resume is None:  # a resumed model already has what the task set, and has trained
+        task.prepare_model(model, train_features, collate)
     generator = torch.Generator().manual_seed(hp.seed)
     loader: DataLoader[Any] = DataLoader(
         cast(Any, train_features),

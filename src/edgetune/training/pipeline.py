@@ -25,7 +25,7 @@ from edgetune.training.context import JobContext
 from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
-from edgetune.training.report import comparison, job_baseline
+from edgetune.training.report import comparison, few_rows_note, job_baseline
 from edgetune.training.results import find_published, result_of
 from edgetune.training.search import Search, checkpoint_of, data_max_length, progress_data
 from edgetune.training.spec import Hyperparameters, JobState, SearchSpec
@@ -227,6 +227,8 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
     report["estimated_metrics"] = {
         k: v for k, v in report["estimated_metrics"].items() if not k.startswith("confusion/")
     }
+    if note := few_rows_note(task, val_rows):
+        report["selection"] = f"{report['selection']}; {note}"
     if context.cancelled() or not store.transition(
         job.id,
         JobState.EXPORTING,

@@ -69,3 +69,25 @@ def comparison(
         f"the baseline is as good or better: {figures}; the fine-tuned model was published "
         f"anyway ({baseline['description']} may serve this data as well)"
     )
+
+
+MIN_RELIABLE_ROWS = 5
+"""Validation rows a label needs for the job's figures to mean much: with fewer, one row
+moves a label's F1 by 20 points or more, and the int8 gate's 1-point budget by more."""
+
+
+def few_rows_note(task: Task, val_rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """A warning for the job's result when some label has fewer than MIN_RELIABLE_ROWS
+    validation rows (a few-shot job), naming the sparsest label; None otherwise."""
+    counts: dict[str, int] = {}
+    for row_number, row in enumerate(val_rows, start=1):
+        for label in task.example_labels(row, row_number):
+            counts[label] = counts.get(label, 0) + 1
+    if not counts or min(counts.values()) >= MIN_RELIABLE_ROWS:
+        return None
+    label = min(counts, key=lambda name: (counts[name], name))
+    return (
+        f"few validation rows (as few as {counts[label]} for label {label!r}, "
+        f"{len(val_rows)} in all): the validation figures and the int8 gate are unreliable; "
+        "measure the model on more labelled data before trusting them"
+    )

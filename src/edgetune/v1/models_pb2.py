@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64getune/v1/models.proto\x12\x0b\x65\x64getune.v1\"b\n\x12ImportModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\nmax_length\x18\x05 \x01(\r\"$\n\x05Label\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa8\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\"\n\x06labels\x18\x05 \x03(\x0b\x32\x12.edgetune.v1.Label\x12\x13\n\x0binput_kinds\x18\x06 \x03(\t\x12&\n\x05state\x18\x07 \x01(\x0e\x32\x17.edgetune.v1.ModelState\x12\x12\n\nbase_model\x18\x08 \x01(\t\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12\x12\n\nsize_bytes\x18\n \x01(\x04\x12\x0f\n\x07\x63reated\x18\x0b \x01(\t\x12\x34\n\x07metrics\x18\x0c \x03(\x0b\x32#.edgetune.v1.ModelInfo.MetricsEntry\x12\x11\n\tproviders\x18\r \x03(\t\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12\x0e\n\x06pinned\x18\x0f \x01(\x08\x12\x14\n\x0cstate_reason\x18\x10 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"F\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x08versions\x18\x02 \x03(\x0b\x32\x16.edgetune.v1.ModelInfo\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.edgetune.v1.ModelSummary\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"&\n\x13UnloadModelResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\"?\n\x0fSetAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STATE_AVAILABLE\x10\x01\x12\x16\n\x12MODEL_STATE_LOADED\x10\x02\x12\x17\n\x13MODEL_STATE_LOADING\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04\x32\xb9\x03\n\x06Models\x12M\n\nListModels\x12\x1e.edgetune.v1.ListModelsRequest\x1a\x1f.edgetune.v1.ListModelsResponse\x12@\n\x08GetModel\x12\x1c.edgetune.v1.GetModelRequest\x1a\x16.edgetune.v1.ModelInfo\x12\x42\n\tLoadModel\x12\x1d.edgetune.v1.LoadModelRequest\x1a\x16.edgetune.v1.ModelInfo\x12P\n\x0bUnloadModel\x12\x1f.edgetune.v1.UnloadModelRequest\x1a .edgetune.v1.UnloadModelResponse\x12@\n\x08SetAlias\x12\x1c.edgetune.v1.SetAliasRequest\x1a\x16.edgetune.v1.ModelInfo\x12\x46\n\x0bImportModel\x12\x1f.edgetune.v1.ImportModelRequest\x1a\x16.edgetune.v1.ModelInfoBi\n\x0eio.edgetune.v1B\x0bModelsProtoP\x01Z:github.com/edgetune/edgetune/gen/go/edgetune/v1;edgetunev1\xaa\x02\x0b\x45\x64getune.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64getune/v1/models.proto\x12\x0b\x65\x64getune.v1\"\xf0\x01\n\x12ImportModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12R\n\x12label_descriptions\x18\x06 \x03(\x0b\x32\x36.edgetune.v1.ImportModelRequest.LabelDescriptionsEntry\x1a\x38\n\x16LabelDescriptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x05Label\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xa8\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\"\n\x06labels\x18\x05 \x03(\x0b\x32\x12.edgetune.v1.Label\x12\x13\n\x0binput_kinds\x18\x06 \x03(\t\x12&\n\x05state\x18\x07 \x01(\x0e\x32\x17.edgetune.v1.ModelState\x12\x12\n\nbase_model\x18\x08 \x01(\t\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12\x12\n\nsize_bytes\x18\n \x01(\x04\x12\x0f\n\x07\x63reated\x18\x0b \x01(\t\x12\x34\n\x07metrics\x18\x0c \x03(\x0b\x32#.edgetune.v1.ModelInfo.MetricsEntry\x12\x11\n\tproviders\x18\r \x03(\t\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12\x0e\n\x06pinned\x18\x0f \x01(\x08\x12\x14\n\x0cstate_reason\x18\x10 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"F\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x08versions\x18\x02 \x03(\x0b\x32\x16.edgetune.v1.ModelInfo\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.edgetune.v1.ModelSummary\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"&\n\x13UnloadModelResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\"?\n\x0fSetAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STATE_AVAILABLE\x10\x01\x12\x16\n\x12MODEL_STATE_LOADED\x10\x02\x12\x17\n\x13MODEL_STATE_LOADING\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04\x32\xb9\x03\n\x06Models\x12M\n\nListModels\x12\x1e.edgetune.v1.ListModelsRequest\x1a\x1f.edgetune.v1.ListModelsResponse\x12@\n\x08GetModel\x12\x1c.edgetune.v1.GetModelRequest\x1a\x16.edgetune.v1.ModelInfo\x12\x42\n\tLoadModel\x12\x1d.edgetune.v1.LoadModelRequest\x1a\x16.edgetune.v1.ModelInfo\x12P\n\x0bUnloadModel\x12\x1f.edgetune.v1.UnloadModelRequest\x1a .edgetune.v1.UnloadModelResponse\x12@\n\x08SetAlias\x12\x1c.edgetune.v1.SetAliasRequest\x1a\x16.edgetune.v1.ModelInfo\x12\x46\n\x0bImportModel\x12\x1f.edgetune.v1.ImportModelRequest\x1a\x16.edgetune.v1.ModelInfoBi\n\x0eio.edgetune.v1B\x0bModelsProtoP\x01Z:github.com/edgetune/edgetune/gen/go/edgetune/v1;edgetunev1\xaa\x02\x0b\x45\x64getune.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,34 +32,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgetune.v1.models_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016io.edgetune.v1B\013ModelsProtoP\001Z:github.com/edgetune/edgetune/gen/go/edgetune/v1;edgetunev1\252\002\013Edgetune.V1'
+  _globals['_IMPORTMODELREQUEST_LABELDESCRIPTIONSENTRY']._loaded_options = None
+  _globals['_IMPORTMODELREQUEST_LABELDESCRIPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELSTATE']._serialized_start=1024
-  _globals['_MODELSTATE']._serialized_end=1165
-  _globals['_IMPORTMODELREQUEST']._serialized_start=41
-  _globals['_IMPORTMODELREQUEST']._serialized_end=139
-  _globals['_LABEL']._serialized_start=141
-  _globals['_LABEL']._serialized_end=177
-  _globals['_MODELINFO']._serialized_start=180
-  _globals['_MODELINFO']._serialized_end=604
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=558
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=604
-  _globals['_MODELSUMMARY']._serialized_start=606
-  _globals['_MODELSUMMARY']._serialized_end=676
-  _globals['_LISTMODELSREQUEST']._serialized_start=678
-  _globals['_LISTMODELSREQUEST']._serialized_end=697
-  _globals['_LISTMODELSRESPONSE']._serialized_start=699
-  _globals['_LISTMODELSRESPONSE']._serialized_end=762
-  _globals['_GETMODELREQUEST']._serialized_start=764
-  _globals['_GETMODELREQUEST']._serialized_end=812
-  _globals['_LOADMODELREQUEST']._serialized_start=814
-  _globals['_LOADMODELREQUEST']._serialized_end=863
-  _globals['_UNLOADMODELREQUEST']._serialized_start=865
-  _globals['_UNLOADMODELREQUEST']._serialized_end=916
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=918
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=956
-  _globals['_SETALIASREQUEST']._serialized_start=958
-  _globals['_SETALIASREQUEST']._serialized_end=1021
-  _globals['_MODELS']._serialized_start=1168
-  _globals['_MODELS']._serialized_end=1609
+  _globals['_MODELSTATE']._serialized_start=1167
+  _globals['_MODELSTATE']._serialized_end=1308
+  _globals['_IMPORTMODELREQUEST']._serialized_start=42
+  _globals['_IMPORTMODELREQUEST']._serialized_end=282
+  _globals['_IMPORTMODELREQUEST_LABELDESCRIPTIONSENTRY']._serialized_start=226
+  _globals['_IMPORTMODELREQUEST_LABELDESCRIPTIONSENTRY']._serialized_end=282
+  _globals['_LABEL']._serialized_start=284
+  _globals['_LABEL']._serialized_end=320
+  _globals['_MODELINFO']._serialized_start=323
+  _globals['_MODELINFO']._serialized_end=747
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=701
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=747
+  _globals['_MODELSUMMARY']._serialized_start=749
+  _globals['_MODELSUMMARY']._serialized_end=819
+  _globals['_LISTMODELSREQUEST']._serialized_start=821
+  _globals['_LISTMODELSREQUEST']._serialized_end=840
+  _globals['_LISTMODELSRESPONSE']._serialized_start=842
+  _globals['_LISTMODELSRESPONSE']._serialized_end=905
+  _globals['_GETMODELREQUEST']._serialized_start=907
+  _globals['_GETMODELREQUEST']._serialized_end=955
+  _globals['_LOADMODELREQUEST']._serialized_start=957
+  _globals['_LOADMODELREQUEST']._serialized_end=1006
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1008
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1059
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1061
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1099
+  _globals['_SETALIASREQUEST']._serialized_start=1101
+  _globals['_SETALIASREQUEST']._serialized_end=1164
+  _globals['_MODELS']._serialized_start=1311
+  _globals['_MODELS']._serialized_end=1752
 # @@protoc_insertion_point(module_scope)

@@ -21,18 +21,27 @@ MODEL_STATE_LOADING: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class ImportModelRequest(_message.Message):
-    __slots__ = ("name", "task", "base", "labels", "max_length")
+    __slots__ = ("name", "task", "base", "labels", "max_length", "label_descriptions")
+    class LabelDescriptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LABEL_DESCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     base: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     max_length: int
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., base: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ...) -> None: ...
+    label_descriptions: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., base: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., label_descriptions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("index", "name")

