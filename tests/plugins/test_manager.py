@@ -18,6 +18,7 @@ def test_builtins_are_plugins() -> None:
         ("edgetune.plugins.multi_label", BUILTIN),
         ("edgetune.plugins.token_classification", BUILTIN),
         ("edgetune.plugins.image_classification", BUILTIN),
+        ("edgetune.plugins.sentence_classification", BUILTIN),
         ("edgetune.plugins.readers", BUILTIN),
         ("edgetune.plugins.token_auth", BUILTIN),
     ]
