@@ -31,6 +31,7 @@ def test_builtins_are_plugins() -> None:
         "multi-label-classification": "edgetune.plugins.multi_label",
         "token-classification": "edgetune.plugins.token_classification",
         "image-classification": "edgetune.plugins.image_classification",
+        "sentence-classification": "edgetune.plugins.sentence_classification",
     }
 
 
