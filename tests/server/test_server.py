@@ -25,12 +25,14 @@ async def test_server_info(channel) -> None:
         ("edgetune.plugins.multi_label", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.token_classification", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.image_classification", pb.PLUGIN_ORIGIN_BUILTIN),
+        ("edgetune.plugins.sentence_classification", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.readers", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.token_auth", pb.PLUGIN_ORIGIN_BUILTIN),
     ]
     assert [t.name for t in info.tasks] == [
         "image-classification",
         "multi-label-classification",
+        "sentence-classification",
         "text-classification",
         "token-classification",
     ]

@@ -69,5 +69,5 @@ async def test_model_whose_task_plugin_is_gone_is_refused(
     assert caught.value.details() == (
         "model 'orphan' version 1 cannot be served: task 'fake-sentiment' is not registered "
         "(known tasks: image-classification, multi-label-classification, "
-        "text-classification, token-classification)"
+        "sentence-classification, text-classification, token-classification)"
     )
