@@ -62,8 +62,11 @@ def summary(timings: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(ordered), "p99_ms": ordered[int(0.99 * (len(ordered) - 1))]}
 
 
-def build_models(home: Path, base: Path, labels: list[str]) -> list[str]:
-    """fp32, int8 and (when the family fuses) fused-int8 versions as three models."""
+def build_models(
+    home: Path, base: Path, labels: list[str], only: tuple[str, ...] = ()
+) -> list[str]:
+    """fp32, int8 and (when the family fuses) fused-int8 versions as three models; `only`
+    keeps those named (fp32 is always built, the others start from it)."""
     task = TextClassification()
     repo = ModelRepository(home / "models")
     fp32 = import_model(repo, task, "fp32", base, labels, max_length=128)
@@ -71,6 +74,7 @@ def build_models(home: Path, base: Path, labels: list[str]) -> list[str]:
     variants: list[tuple[str, Callable[[Path, str, str], str]]] = [("int8", quantize_dynamic)]
     if can_fuse(fp32.path):
         variants.append(("int8-fused", fuse_and_quantize))
+    variants = [(name, make) for name, make in variants if not only or name in only]
     for name, make in variants:
         with repo.staging() as staged:
             for item in fp32.path.iterdir():

@@ -60,6 +60,11 @@ class ServerSettings(_Group):
     disable_plugin_autoload: bool = False
     """Do not load plugins from the `edgetune` entry-point group of installed distributions."""
 
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop `edgetune serve` runs on: uvloop (libuv; about 5% less server CPU a
+    call and 3-10% more calls/s at 32 callers in bench/latency.py) or the standard library's.
+    uvloop not installed is an error at start, not a quiet switch to asyncio."""
+
 
 class SecuritySettings(_Group):
     """TLS and authentication. The TLS files come as a pair; a client CA needs them."""
@@ -152,8 +157,15 @@ class RuntimeSettings(_Group):
     """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
 
     intra_op_spinning: bool = False
-    """Let ONNX Runtime threads spin between runs: slightly lower median latency, much worse
-    p99 when the server shares few cores (see bench/serving.py)."""
+    """Let ONNX Runtime threads spin for work, for at most `intra_op_spin_us`, before they
+    sleep. Alone on its cores a model answers batch 1 much sooner with it (1.3 against
+    2.0 ms in a call loop); sharing two cores with its clients and the gRPC loop, the
+    spinning threads took the CPU those needed (p50 at 1 caller 3.0-3.6 against 2.4-2.6
+    ms under k6 on the same machine). Off by default; measure with bench/latency.py."""
+
+    intra_op_spin_us: int = Field(default=100, ge=0, le=1_000_000)
+    """How long an ONNX Runtime thread spins for work before it sleeps, in microseconds,
+    when `intra_op_spinning` is on; 0 = ONNX Runtime's own, much longer spin."""
 
     inference_workers: int = Field(default=0, ge=0)
     """Threads that run inference calls off the event loop; 0 uses the number of

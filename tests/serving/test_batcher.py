@@ -156,6 +156,28 @@ async def test_a_small_batch_on_an_idle_model_runs_on_the_event_loop_thread(exec
     assert model.threads[2] == loop_thread  # nothing left behind "d"
 
 
+async def test_after_a_large_batch_a_lone_small_request_still_runs_in_the_pool(executor) -> None:
+    """Under load the queue empties for a moment after each batch: the first request of the
+    next wave must not hold the event loop while the others arrive."""
+    model = FakeModel()
+    model.gate.clear()
+    b = Batcher("fake:1", model.run, executor, 8, 0.0, 64, inline_max_inputs=1)
+    loop_thread = threading.get_ident()
+    held = asyncio.ensure_future(b.submit([Text("a"), Text("b")], 0))  # two: the pool
+    await held_in_predict(model)
+    wave = [asyncio.ensure_future(b.submit([Text(t)], 0)) for t in "cde"]
+    await run_ready_tasks()
+    model.gate.set()
+    await asyncio.gather(held, *wave)
+    assert model.batches == [["a", "b"], ["c", "d", "e"]]
+    await b.submit([Text("f")], 0)  # alone, but right after a batch of three
+    await b.submit([Text("g")], 0)  # alone after a run of one: the model is idle
+    assert model.batches[2:] == [["f"], ["g"]]
+    assert model.threads[2] != loop_thread
+    assert model.threads[3] == loop_thread
+    assert b.stats.inline_runs == 1
+
+
 async def test_an_input_error_reaches_only_its_request_with_its_own_index(executor) -> None:
     model = FakeModel()
     model.gate.clear()

@@ -8,7 +8,11 @@ comes from fuller batches instead of more threads fighting over the same cores.
 A small batch taken when nothing else waits (`inline_max_inputs`, one input by default) runs
 on the event-loop thread itself: the two thread hand-offs of the pool (loop -> worker ->
 loop) cost about 0.3 ms, a tenth of a short MiniLM call, and a run that small delays other
-calls by at most its own few milliseconds.
+calls by at most its own few milliseconds. Only after a run that was small itself, though:
+under load the queue is empty for a moment after each batch (its callers have not sent
+their next requests yet), and the first of them, run inline, would keep the loop from
+taking in the rest: batches shrank to ones and twos and the loop spent a fifth of its time
+in ONNX Runtime (py-spy at 32 callers, bench/latency.py).
 
 A request whose caller gave up while it waited (a cancelled call, an expired deadline: its
 future is cancelled) is dropped when the queue is drained and never reaches the model.
@@ -74,6 +78,8 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.inline_max_inputs = inline_max_inputs
         self.stats = BatchStats()
+        self._last_inputs = 0
+        """Inputs of the previous run: a large one means the model is under load."""
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue)
         self._worker: asyncio.Task[None] | None = None
 
@@ -167,7 +173,10 @@ class Batcher:
         self.stats.requests += len(batch)
         self.stats.inputs += len(inputs)
         try:
-            if len(inputs) <= self.inline_max_inputs and self._queue.empty():
+            small = len(inputs) <= self.inline_max_inputs
+            after_small = self._last_inputs <= self.inline_max_inputs
+            self._last_inputs = len(inputs)
+            if small and after_small and self._queue.empty():
                 self.stats.inline_runs += 1
                 results, timing = self.run(inputs, 0)
             else:

@@ -79,7 +79,7 @@ class ModelRegistry:
         self.plugins = plugins
         self.settings = settings
         self.providers = choose_providers(settings.runtime.execution_providers)
-        self._options = session_options(
+        self._options = self._session_options_for(
             settings.runtime.intra_op_threads, settings.runtime.intra_op_spinning
         )
         self._loaded: dict[Key, ServedModel] = {}
@@ -325,7 +325,10 @@ class ModelRegistry:
             self.settings.runtime.intra_op_spinning,
         ):
             return self._options
-        return session_options(model.intra_op_threads, model.intra_op_spinning)
+        return self._session_options_for(model.intra_op_threads, model.intra_op_spinning)
+
+    def _session_options_for(self, threads: int, spinning: bool) -> ort.SessionOptions:
+        return session_options(threads, spinning, self.settings.runtime.intra_op_spin_us)
 
     async def _make_room(self, version: ModelVersion, incoming: int, evict: bool = True) -> None:
         """Evict least recently used, unpinned versions other than `version` (none unless

