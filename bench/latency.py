@@ -70,8 +70,30 @@ def k6_binary() -> str:
     return k6
 
 
+def server_pid() -> int:
+    """The `edgetune serve` child of this process (background_server started it)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and b"serve" in cmdline:
+            return int(stat.parent.name)
+    raise SystemExit("cannot find the server process")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path) -> dict[str, Any]:
-    """One k6 scenario; its summary: calls, failures, calls/s, avg/p50/p99 ms."""
+    """One k6 scenario; its summary: calls, failures, calls/s, avg/p50/p99 ms, and the
+    server's CPU milliseconds per call (steadier than times on a shared machine)."""
+    pid = server_pid()
+    cpu_before = cpu_seconds(pid)
     env = {
         **os.environ,
         "K6_NO_USAGE_REPORT": "true",
@@ -102,7 +124,9 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
         raise SystemExit(f"k6 wrote no summary:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     metrics = json.loads(out.read_text())["metrics"]
     duration_ms = metrics["grpc_req_duration"]
+    calls = metrics["iterations"]["count"]
     return {
+        "server_cpu_ms_per_call": 1000 * (cpu_seconds(pid) - cpu_before) / max(calls, 1),
         "calls": metrics["iterations"]["count"],
         "failed": metrics["checks"]["fails"],
         "calls_per_s": metrics["iterations"]["rate"],

@@ -120,3 +120,30 @@ def test_scale_out_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     figures = json.loads(out.read_text())
     assert figures["failed"] == 0 and figures["requests"] > 0
     assert len(figures["follow_s"]) == 1 and len(figures["follow_s"][0]) == 2  # two replicas
+
+
+def test_latency_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
+    """k6 drives v2 ModelInfer and ServerLive at 1, 8 and 32 users next to the floor."""
+    out = tmp_path / "latency.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "latency.py"),
+            "--smoke",
+            "--base",
+            str(tiny_bert),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    served = figures["served"]
+    assert {f"{rpc}_c{n}" for rpc in ("live", "infer") for n in (1, 8, 32)} < set(served)
+    assert all(row["calls"] > 0 and row["failed"] == 0 for row in served.values())
+    assert set(figures["stages"]) == {"c1", "c32"}
+    assert figures["stages"]["c32"]["request_ms"] > figures["stages"]["c32"]["inference_ms"]
+    assert "1 caller p50 <= floor + 1.25 x null-RPC p50" in result.stdout
