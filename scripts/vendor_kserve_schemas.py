@@ -5,8 +5,8 @@ compact JSON file: deploy/kserve/schemas/<kind>.<version>.json (kind in lower ca
 The schemas are what the API server validates (and prunes) a custom resource with. Any
 `description` texts are dropped (documentation only; KServe's config/crd/full files are
 generated without them); every other keyword, the `x-kubernetes-*` extensions included, is
-kept as the CRD has it, keys sorted. Regenerate from a KServe checkout (deploy/kserve/schemas/SOURCE.md
-names the files and the commit):
+kept as the CRD has it, keys sorted. Regenerate from a KServe checkout
+(deploy/kserve/schemas/SOURCE.md names the files and the commit):
 
     python scripts/vendor_kserve_schemas.py path/to/serving.kserve.io_servingruntimes.yaml \
         path/to/serving.kserve.io_inferenceservices.yaml

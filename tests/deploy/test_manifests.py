@@ -328,7 +328,11 @@ def unknown_settings(container: dict[str, Any]) -> list[str]:
     return [n for n in names if n.startswith(ENV_PREFIX) and n not in SETTING_NAMES]
 
 
-@pytest.mark.parametrize(("where", "container"), containers(), ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(
+    ("where", "container"),
+    containers(),
+    ids=[f"{where}:{container.get('name', 'model')}" for where, container in containers()],
+)
 def test_every_edgetune_variable_is_a_setting(where: str, container: dict[str, Any]) -> None:
     assert unknown_settings(container) == []
     names = [entry["name"] for entry in container.get("env", [])]
@@ -456,14 +460,22 @@ DEPLOYMENT_SPEC = {
 }  # fmt: skip
 SERVICE_SPEC = {"type", "selector", "ports", "clusterIP", "sessionAffinity", "ipFamilyPolicy"}
 SERVICE_PORT = {"name", "port", "targetPort", "protocol", "appProtocol", "nodePort"}
+SECRET = {"apiVersion", "kind", "metadata", "type", "stringData", "data", "immutable"}
 
 
 def structure_errors(doc: dict[str, Any]) -> list[str]:
-    """Unknown fields and missing essentials of a Deployment or a Service; the pod spec of a
-    Deployment against the core/v1 PodSpec schema (as KServe's CRD embeds it)."""
+    """Unknown fields and missing essentials of a Deployment, a Service or a Secret; the pod
+    spec of a Deployment against the core/v1 PodSpec schema (as KServe's CRD embeds it)."""
     errors = [
         f"metadata: {e}" for e in schema_errors(Draft7Validator(OBJECT_META), doc["metadata"])
     ]
+    if doc["kind"] == "Secret":
+        errors += [f"unknown field {k}" for k in set(doc) - SECRET]
+        data = doc.get("stringData", {})
+        errors += [
+            f"stringData.{k}: not a string" for k, v in data.items() if not isinstance(v, str)
+        ]
+        return errors
     errors += [f"unknown field {k}" for k in set(doc) - {"apiVersion", "kind", "metadata", "spec"}]
     spec = doc["spec"]
     if doc["kind"] == "Deployment":
@@ -487,7 +499,7 @@ def structure_errors(doc: dict[str, Any]) -> list[str]:
     return errors
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+@pytest.mark.parametrize("kind", ["Deployment", "Service", "Secret"])
 def test_the_plain_kubernetes_objects_are_well_formed(kind: str) -> None:
     docs = [doc for _, doc in DOCUMENTS if doc["kind"] == kind]
     assert docs
