@@ -200,12 +200,13 @@ def measure(
 def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]) -> None:
     """Every figure, then the targets as ratios."""
     print(
-        f"\n{'scenario':22} {'calls':>7} {'failed':>6} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f"\n{'scenario':22} {'calls':>7} {'failed':>6} {'calls/s':>9} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'server CPU ms/call':>19}"
     )
     for name, row in served.items():
         print(
             f"{name:22} {row['calls']:7d} {row['failed']:6d} {row['calls_per_s']:9.1f} "
-            f"{row['p50_ms']:8.2f} {row['p99_ms']:8.2f}"
+            f"{row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['server_cpu_ms_per_call']:19.3f}"
         )
     print(
         f"floor (in process)     short b1 p50 {floor['short_batch1']['p50_ms']:.2f} ms, "
