@@ -21,6 +21,7 @@ def test_builtins_are_plugins() -> None:
         ("edgetune.plugins.sentence_classification", BUILTIN),
         ("edgetune.plugins.readers", BUILTIN),
         ("edgetune.plugins.token_auth", BUILTIN),
+        ("edgetune.plugins.job_runners", BUILTIN),
     ]
     assert plugins.reader_plugins == {
         "jsonl": "edgetune.plugins.readers",
