@@ -255,10 +255,8 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
 
 
 @pytest.mark.settings(job_runner="ray")
-async def test_ray_without_an_address_stops_the_start_naming_the_setting(
-    settings, plugins
-) -> None:
-    with pytest.raises(InvalidArgument, match="setting EDGETUNE_RAY_ADDRESS: .*needs the address"):
+async def test_ray_without_an_address_stops_the_start_naming_the_setting(settings, plugins) -> None:
+    with pytest.raises(InvalidArgument, match=r"setting EDGETUNE_RAY_ADDRESS: .*needs the address"):
         await start_server(settings, plugins)
 
 
