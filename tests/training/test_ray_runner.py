@@ -306,3 +306,29 @@ def test_only_the_ray_runner_imports_ray() -> None:
             if any(name == "ray" or name.startswith("ray.") for name in names):
                 importers.append(str(path.relative_to(package)))
     assert set(importers) == {"training/ray_runner.py"}
+
+
+async def test_a_job_fails_saying_so_when_the_ray_cluster_cannot_be_reached(
+    settings, plugins, tiny_bert
+) -> None:
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    running = await start_server(settings.replace(job_runner="ray", ray_address=address), plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            job = await stub.CreateJob(
+                pb.CreateJobRequest(
+                    task="text-classification",
+                    base_path=str(tiny_bert),
+                    examples=pb.Examples(examples=[pb.Example(**r) for r in sentiment_rows(40)]),
+                    model_name="unreachable",
+                    hyperparameters=FAST,
+                )
+            )
+            assert job.state == pb.JOB_STATE_FAILED
+            assert job.error.startswith(
+                f"the training process could not be started: cannot reach the Ray cluster "
+                f"at EDGETUNE_RAY_ADDRESS={address}"
+            ), job.error
+    finally:
+        await running.stop(0)

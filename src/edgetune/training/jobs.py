@@ -147,7 +147,9 @@ class JobManager:
             shutil.rmtree(self.settings.jobs_dir / job.id, ignore_errors=True)
 
     async def close(self) -> None:
-        """Stop training processes; their jobs resume from a checkpoint on the next start."""
+        """Stop training processes; their jobs resume from a checkpoint on the next start.
+        A runner whose jobs survive the server (Ray) leaves them running: the server only
+        stops following them, and follows them again on its next start."""
         self._closing = True
         for job_id, process in list(self._processes.items()):
             if self.runner.survives_server:
@@ -314,7 +316,18 @@ class JobManager:
         env.pop(TRACEPARENT, None)
         if parent := self._traceparents.pop(job.id, ""):
             env[TRACEPARENT] = parent
-        process = await self.runner.start(job, job.attempts + 1, env, workdir, self.signals)
+        try:
+            process = await self.runner.start(job, job.attempts + 1, env, workdir, self.signals)
+        except EdgetuneError as exc:  # e.g. the Ray cluster cannot be reached (never local)
+            reason = f"the training process could not be started: {exc.message}"
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                f"failed: {reason}",
+                allowed_from=[JobState.QUEUED],
+                error=reason,
+            )
+            return
         self._processes[job.id] = process
         self.store.transition(
             job.id,
