@@ -1,13 +1,14 @@
 """Fine-tune jobs on a real Ray cluster (job_runner "ray"), through the public gRPC API.
 
 The test starts a Ray head of its own (loopback only, one CPU, in its own process group,
-stopped at the end): a job trains there and its model is served; a server restarted while
-its Ray job trains follows that job instead of submitting it again; cancel stops it on Ray.
-"""
+stopped at the end): a job trains there and its model is served; a server stopped, or
+killed with SIGKILL, while its Ray job trains leaves it training, and the next server
+follows that job instead of submitting it again; cancel stops it on Ray."""
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from grpc import aio
 from test_finetune import FAST, upload, watch_to_end
 from test_job_lifecycle import SLOW, wait_for_event
 
-from edgetune.client import free_port
+from edgetune.client import free_port, wait_until_serving
 from edgetune.errors import InvalidArgument
 from edgetune.server.app import start_server
 from edgetune.settings import Settings
@@ -50,7 +51,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _stop_group(pgid: int, grace_s: float = 5.0) -> None:
+def _stop_group(pgid: int, grace_s: float = 2.0) -> None:
     """SIGTERM every process of the Ray head's process group, SIGKILL what is left after
     grace_s. Polls: the processes are not this one's children, so there is nothing to wait
     on; bounded by the grace."""
@@ -252,6 +253,80 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
     assert not any("resum" in m for m in messages), messages
     assert not (ray_settings.jobs_dir / job.id).exists()  # partial files removed
     assert not (ray_settings.models_dir / "reattached").exists()
+
+
+def serve_in_a_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgetune", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", timeout=60, process=server)
+    except BaseException:
+        kill_9(server)
+        raise
+    return server
+
+
+def kill_9(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+
+
+async def test_a_server_killed_mid_training_reattaches_after_its_restart(
+    ray_settings, plugins, tiny_bert, ray_head
+) -> None:
+    """kill -9 of a server (a separate process) while its job trains on Ray: the job goes
+    on, and the next server follows it to the end and serves its model."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "EDGETUNE_HOME": str(ray_settings.home),
+        "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "EDGETUNE_TRAIN_THREADS": "1",
+        "EDGETUNE_JOB_RUNNER": "ray",
+        "EDGETUNE_RAY_ADDRESS": ray_head,
+    }
+    server = await asyncio.to_thread(serve_in_a_process, env, port)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            job = await stub.CreateJob(
+                pb.CreateJobRequest(
+                    task="text-classification",
+                    base_path=str(tiny_bert),
+                    examples=pb.Examples(examples=[pb.Example(**r) for r in sentiment_rows(80)]),
+                    model_name="survivor",
+                    hyperparameters=pb.Hyperparameters(
+                        epochs=3, learning_rate=1e-3, batch_size=8, max_length=16
+                    ),
+                    auto_promote=True,
+                )
+            )
+            await wait_for_event(stub, job.id, "epoch 1 validation")
+    finally:
+        await asyncio.to_thread(kill_9, server)
+    running = await start_server(ray_settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            events = await watch_to_end(stub, job.id)
+            final = await stub.GetJob(pb.GetJobRequest(id=job.id))
+            messages = [e.message for e in events]
+            assert final.state == pb.JOB_STATE_SUCCEEDED, (final.error, messages)
+            assert any("the server restarted; it follows the training" in m for m in messages)
+            reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
+                ipb.ClassifyRequest(model="survivor", inputs=[ipb.Input(text="great fun")])
+            )
+            assert reply.version == "1"
+    finally:
+        await running.stop(0)
+    assert submissions(ray_head, job.id) == [job.id]
+    assert JobStore(ray_settings.jobs_dir / "jobs.db").get(job.id).attempts == 1
+    assert len([m for m in messages if m.startswith("epoch 1 validation")]) == 1
+    assert not any("resum" in m for m in messages), messages
 
 
 @pytest.mark.settings(job_runner="ray")
