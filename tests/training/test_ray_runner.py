@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -67,11 +69,9 @@ def _stop_group(pgid: int, grace_s: float = 2.0) -> None:
             return
 
 
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
-    """A Ray head with its dashboard (the Jobs API) on loopback; its address."""
-    # Short: Ray's socket paths under the temp dir must fit in 107 bytes.
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+def start_ray_head(temp: str) -> tuple[int, int, str]:
+    """`ray start --head` on loopback ports picked now: (its exit code, its process group,
+    the dashboard's address)."""
     dashboard = free_port()
     env = {
         **os.environ,
@@ -99,19 +99,38 @@ def ray_head() -> Iterator[str]:
         f"--temp-dir={temp}",
         "--disable-usage-stats",
     ]
-    with (Path(temp) / "start.log").open("wb") as out:
+    with (Path(temp) / "start.log").open("ab") as out:
         # Its own session: every process the head starts is in this process group.
         starter = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         code = starter.wait(timeout=START_TIMEOUT_S)
-        assert code == 0, (Path(temp) / "start.log").read_text()[-3000:]
-        yield f"http://127.0.0.1:{dashboard}"
     finally:
         starter.kill()
         starter.wait()
-        _stop_group(starter.pid)
+    return code, starter.pid, f"http://127.0.0.1:{dashboard}"
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A Ray head with its dashboard (the Jobs API) on loopback; its address. A start that
+    fails (a port picked here taken meanwhile by another process) is tried again, twice."""
+    # Short: Ray's socket paths under the temp dir must fit in 107 bytes.
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    groups = []
+    try:
+        for _ in range(3):
+            code, group, address = start_ray_head(temp)
+            groups.append(group)
+            if code == 0:
+                break
+            _stop_group(group)
+        assert code == 0, (Path(temp) / "start.log").read_text()[-4000:]
+        yield address
+    finally:
+        for group in groups:
+            _stop_group(group)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -255,6 +274,50 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
     assert not (ray_settings.models_dir / "reattached").exists()
 
 
+def worker_pids(job_id: str) -> list[int]:
+    """The training processes of job_id on this machine (the Ray job's, here)."""
+    wanted = ["-m", "edgetune.training.worker", "--job", job_id]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv[1:5] == wanted:
+            found.append(int(entry.name))
+    return found
+
+
+def until_worker(job_id: str, timeout: float = 60.0) -> int:
+    """The pid of job_id's training process once it exists; polls /proc (it is no child
+    of this process), bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    while not (found := worker_pids(job_id)):
+        assert time.monotonic() < deadline, f"no training process of {job_id} started"
+        time.sleep(0.05)
+    (pid,) = found
+    return pid
+
+
+def hold_outside_a_write(pid: int, database: Path) -> None:
+    """SIGSTOP pid at a moment it holds no write transaction of the job store (else the
+    next server could not write); bounded tries."""
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        db = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # stopped inside a write: let it finish, try again
+            os.kill(pid, signal.SIGCONT)
+        finally:
+            db.close()
+    raise AssertionError("the training process always held a write transaction")
+
+
 def serve_in_a_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [sys.executable, "-m", "edgetune", "serve", "--port", str(port)],
@@ -278,8 +341,8 @@ def kill_9(server: subprocess.Popen[bytes]) -> None:
 async def test_a_server_killed_mid_training_reattaches_after_its_restart(
     ray_settings, plugins, tiny_bert, ray_head
 ) -> None:
-    """kill -9 of a server (a separate process) while its job trains on Ray: the job goes
-    on, and the next server follows it to the end and serves its model."""
+    """kill -9 of a server (a separate process) while its job's training process runs on
+    Ray: the job goes on, and the next server follows it to the end and serves its model."""
     port = free_port()
     env = {
         **os.environ,
@@ -305,24 +368,34 @@ async def test_a_server_killed_mid_training_reattaches_after_its_restart(
                     auto_promote=True,
                 )
             )
-            await wait_for_event(stub, job.id, "epoch 1 validation")
+            await wait_for_event(stub, job.id, "training process started")
+        # Hold the training process (on Ray, not a child of any server) from its start
+        # until the next server has reattached, so the job cannot end while no server
+        # runs (a watch hears of its events through Ray's log stream, seconds late).
+        worker = await asyncio.to_thread(until_worker, job.id)
+        hold_outside_a_write(worker, ray_settings.jobs_dir / "jobs.db")
     finally:
         await asyncio.to_thread(kill_9, server)
-    running = await start_server(ray_settings, plugins)
     try:
-        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            stub = finetuning_pb2_grpc.FineTuningStub(channel)
-            events = await watch_to_end(stub, job.id)
-            final = await stub.GetJob(pb.GetJobRequest(id=job.id))
-            messages = [e.message for e in events]
-            assert final.state == pb.JOB_STATE_SUCCEEDED, (final.error, messages)
-            assert any("the server restarted; it follows the training" in m for m in messages)
-            reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
-                ipb.ClassifyRequest(model="survivor", inputs=[ipb.Input(text="great fun")])
-            )
-            assert reply.version == "1"
+        running = await start_server(ray_settings, plugins)
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = finetuning_pb2_grpc.FineTuningStub(channel)
+                await wait_for_event(stub, job.id, "the server restarted; it follows the training")
+                os.kill(worker, signal.SIGCONT)
+                events = await watch_to_end(stub, job.id)
+                final = await stub.GetJob(pb.GetJobRequest(id=job.id))
+                messages = [e.message for e in events]
+                assert final.state == pb.JOB_STATE_SUCCEEDED, (final.error, messages)
+                reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
+                    ipb.ClassifyRequest(model="survivor", inputs=[ipb.Input(text="great fun")])
+                )
+                assert reply.version == "1"
+        finally:
+            await running.stop(0)
     finally:
-        await running.stop(0)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)
     assert submissions(ray_head, job.id) == [job.id]
     assert JobStore(ray_settings.jobs_dir / "jobs.db").get(job.id).attempts == 1
     assert len([m for m in messages if m.startswith("epoch 1 validation")]) == 1
