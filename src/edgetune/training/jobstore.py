@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import sqlite3
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +35,10 @@ MAX_SEQUENCE = 2**63 - 1
 """SQLite's largest integer: an event sequence never passes it."""
 EVENTS_FD = "EDGETUNE_JOB_EVENTS_FD"
 """Set by the job manager for a training process: the pipe it writes a line to per event."""
+EVENTS_STDOUT = "EDGETUNE_JOB_EVENTS_STDOUT"
+"""Set ("1") by a runner that reads the training process's output (Ray): the process then
+prints EVENT_MARKER and the job id on a line of its own per event, instead of a pipe."""
+EVENT_MARKER = "edgetune-job-event "
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -365,6 +370,8 @@ def _pipe_notifier() -> Callable[[str], None] | None:
     the manager is behind and already has a wake-up to read, so one more adds nothing.
     """
     value = os.environ.pop(EVENTS_FD, "")
+    if os.environ.pop(EVENTS_STDOUT, "") == "1" and not value:
+        return _stdout_notifier
     if not value.isdigit():
         return None
     fd = int(value)
@@ -379,6 +386,13 @@ def _pipe_notifier() -> Callable[[str], None] | None:
             os.write(fd, job_id.encode()[:MAX_JOB_ID] + b"\n")
 
     return notify
+
+
+def _stdout_notifier(job_id: str) -> None:
+    """A line per event on stdout, which the runner reads from the process's log stream."""
+    with contextlib.suppress(OSError, ValueError):  # stdout closed: no one reads it
+        sys.stdout.write(f"{EVENT_MARKER}{job_id[:MAX_JOB_ID]}\n")
+        sys.stdout.flush()
 
 
 def _encode(value: Any) -> Any:

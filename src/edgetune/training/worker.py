@@ -1,7 +1,8 @@
 """The training process: `python -m edgetune.training.worker --job ID`.
 
 Started by the server's job manager, one process per running job, so training never runs
-on the server's event loop or threads. It reads its job from the job store, trains,
+on the server's event loop or threads: a child of the server, or a Ray job (the job
+runner, `edgetune.runner`). It reads its job from the job store, trains,
 exports, quantizes, gates and publishes, writing progress and state back to the store.
 SIGTERM cancels it; it dies with the server (PR_SET_PDEATHSIG), and the server then resumes
 or fails the job on its next start. `EDGETUNE_TEST_FAULT` (tests only; unset, it does
