@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import pytest
 from fakes import sentiment_rows
 
 from edgetune.client import free_port, wait_until_serving
-from edgetune.errors import InvalidArgument
 
 EDGETUNE = [sys.executable, "-m", "edgetune"]
 
@@ -288,29 +286,3 @@ def test_model_commands_take_options_before_or_after_the_name() -> None:
     ):
         args = parser.parse_args(argv)
         assert (args.action, args.name, args.address, args.version) == ("load", "news", "h:1", "3")
-
-
-def test_the_server_runs_on_either_event_loop(env, tiny_bert) -> None:
-    """uvloop by default, the standard library's on request; both answer a call."""
-    imported = run(
-        "import-model", "--name", "loops", "--task", "text-classification", str(tiny_bert), env=env
-    )
-    assert imported.returncode == 0, imported.stderr
-    for loop in ("uvloop", "asyncio"):
-        with serving({**env, "EDGETUNE_EVENT_LOOP": loop}) as (address, _):
-            answer = run("predict", "--address", address, "--model", "loops", "hi", env=env)
-            assert answer.returncode == 0, (loop, answer.stderr)
-            label, _score = answer.stdout.split("\t")
-            assert label in {"negative", "neutral", "positive"}
-
-
-def test_uvloop_missing_is_an_error_naming_the_setting(monkeypatch) -> None:
-    import uvloop
-
-    from edgetune.cli.main import _event_loop_runner
-
-    assert _event_loop_runner("asyncio") is asyncio.run
-    assert _event_loop_runner("uvloop") is uvloop.run
-    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
-    with pytest.raises(InvalidArgument, match="event_loop: uvloop is not installed"):
-        _event_loop_runner("uvloop")

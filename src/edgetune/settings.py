@@ -60,11 +60,6 @@ class ServerSettings(_Group):
     disable_plugin_autoload: bool = False
     """Do not load plugins from the `edgetune` entry-point group of installed distributions."""
 
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """The event loop `edgetune serve` runs on: uvloop (libuv; about 5% less server CPU a
-    call and 3-10% more calls/s at 32 callers in bench/latency.py) or the standard library's.
-    uvloop not installed is an error at start, not a quiet switch to asyncio."""
-
 
 class SecuritySettings(_Group):
     """TLS and authentication. The TLS files come as a pair; a client CA needs them."""

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=settings.observability.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    _event_loop_runner(settings.server.event_loop)(serve(settings, _plugins(settings)))
+    asyncio.run(serve(settings, _plugins(settings)))
     return 0
-
-
-def _event_loop_runner(name: str) -> Callable[[Coroutine[Any, Any, None]], None]:
-    """asyncio.run, or uvloop's run for server.event_loop = uvloop.
-
-    :raises InvalidArgument: uvloop is asked for and not installed.
-    """
-    if name == "asyncio":
-        return asyncio.run
-    try:
-        import uvloop
-    except ImportError:
-        raise InvalidArgument(
-            "event_loop: uvloop is not installed (pip install uvloop, or set "
-            "EDGETUNE_EVENT_LOOP=asyncio)"
-        ) from None
-    return uvloop.run
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
