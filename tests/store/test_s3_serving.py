@@ -52,6 +52,8 @@ async def test_servers_over_the_bucket_serve_and_follow_a_publish(
                 versions.append((await on_follower.Classify(REQUEST, timeout=10)).version)
                 if versions[-1] == "2":
                     break
+                # The follower polls the bucket on its own clock; this polls its answers,
+                # bounded by the deadline.
                 await asyncio.sleep(0.05)
             assert versions[-1] == "2", versions[-5:]
             assert set(follower.registry.loaded) == {("tiny", 2)}

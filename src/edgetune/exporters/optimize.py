@@ -53,7 +53,11 @@ def fuse_and_quantize(folder: Path, source: str, target: str) -> str:
             fused,
             folder / target,
             weight_type=QuantType.QInt8,
-            per_channel=False,
+            # A scale per output channel of each weight: the few-shot cosine classifier
+            # (decisions turn on cosine differences of a few hundredths) agreed with its
+            # fp32 model on 96.3% of 600 BBC articles per tensor, 98.8% per channel, at the
+            # same latency (short text 1.03x, 128 tokens 1.01x, batch 32 1.00x).
+            per_channel=True,
             # avx2 without VNNI saturates on full-range int8 weights.
             reduce_range=cpu == "avx2",
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

@@ -11,7 +11,8 @@ classifier and as fast as one over the same encoder.
   builds the head from the label texts alone (seconds, no training rows);
 * few-shot and full fine-tuning: a job (on a base encoder, or on an earlier version of
   the model with `--base-model`) sets each label's head row to the prototype of its
-  training rows, its label text counted as one more row (`prepare_model`), then trains
+  training rows, its label text counted as one more row (`prepare_model`; with few rows
+  a SetFit-style contrastive stage on pairs of the rows comes first), then trains
   with cross-entropy: only the head while some label has fewer than 16 rows (fine-tuning
   the encoder on so few overfits), encoder and head end to end with more. A label without
   rows keeps its label text's row.
@@ -117,12 +118,19 @@ class SentenceClassification(TextClassifier):
     def prepare_model(
         self, model: TrainableModel, features: Sequence[Feature], collate: Collator
     ) -> None:
-        """Head rows from the training rows: each label's prototype (its rows' embeddings
-        with its label text as one more row, normalised) over the temperature; labels
-        without rows keep their row. See `sentence_encoder.set_prototypes`."""
-        from edgetune.plugins.sentence_encoder import set_prototypes
+        """With few rows for some label (few-shot), first a contrastive stage on all pairs
+        of the training rows (`sentence_encoder.contrast`); then head rows from the
+        training rows: each label's prototype (its rows' embeddings with its label text as
+        one more row, normalised) over the temperature; labels without rows keep their
+        row. See `sentence_encoder.set_prototypes`."""
+        from edgetune.plugins.sentence_encoder import FEW_SHOT_ROWS, contrast, set_prototypes
 
         rows = list(features)
+        counts: dict[Any, int] = {}
+        for row in rows:
+            counts[row["labels"]] = counts.get(row["labels"], 0) + 1
+        if counts and min(counts.values()) < FEW_SHOT_ROWS:
+            contrast(model, collate(rows))
         set_prototypes(model, (collate(rows[i : i + 16]) for i in range(0, len(rows), 16)))
 
     def task_options(

@@ -261,6 +261,64 @@ def build(
     return model
 
 
+CONTRASTIVE_STEPS = 5
+"""Optimizer steps of the few-shot contrastive stage (see `contrast`)."""
+CONTRASTIVE_LR = 5e-5
+CONTRASTIVE_TOKENS = 128
+"""Tokens per row in the contrastive stage: its cost is the encoder's forward and backward
+pass over every row each step, and the first 128 tokens carry most of what sets a row
+apart (SetFit trains at 128 too)."""
+CONTRASTIVE_ROWS = 64
+"""Rows a contrastive step embeds at most (drawn afresh each step when there are more)."""
+
+
+def contrast(model: Any, batch: Mapping[str, torch.Tensor]) -> None:
+    """SetFit's contrastive stage, on every pair of rows at once: each step embeds the
+    rows (at most CONTRASTIVE_ROWS, cut to CONTRASTIVE_TOKENS) and moves the encoder so
+    that the cosine similarity of two rows is 1 when they share a label and 0 when they do
+    not (SetFit's CosineSimilarityLoss; positive and negative pairs weigh the same, as
+    SetFit samples them evenly). SetFit draws pairs one by one and embeds each row many
+    times; here one forward pass over the rows scores all their pairs, so a handful of
+    steps does the work (BBC, 8 articles per label, 600 held-out articles, frozen MiniLM
+    prototypes 0.931 mean of seeds 0-2; after 5 steps at 5e-5 0.944, at 1e-4 0.942).
+
+    Does nothing without a positive and a negative pair.
+    """
+    targets = batch["labels"]
+    lengths = batch["attention_mask"].sum(dim=1)
+    inputs = {k: v[:, :CONTRASTIVE_TOKENS].clone() for k, v in batch.items() if k != "labels"}
+    cut = lengths > CONTRASTIVE_TOKENS  # rows cut short end with their separator again
+    rows = torch.arange(len(targets))
+    inputs["input_ids"][cut, -1] = batch["input_ids"][rows[cut], lengths[cut] - 1]
+    same = (targets[:, None] == targets[None, :]).float()
+    upper = torch.triu(torch.ones_like(same, dtype=torch.bool), diagonal=1)
+    if not bool((same.bool() & upper).any()) or not bool((~same.bool() & upper).any()):
+        return
+    was_training = model.training
+    model.train()
+    encoder = [p for p in model.bert.parameters()]
+    for parameter in encoder:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(encoder, lr=CONTRASTIVE_LR, weight_decay=0.0)
+    for _ in range(CONTRASTIVE_STEPS):
+        picked = torch.randperm(len(targets))[:CONTRASTIVE_ROWS]
+        embedded = model.embed(**{k: v[picked] for k, v in inputs.items()})
+        similarity = embedded @ embedded.T
+        pair = upper[picked][:, picked]
+        positive = (same[picked][:, picked] > 0) & pair
+        negative = ~(same[picked][:, picked] > 0) & pair
+        if not bool(positive.any()) or not bool(negative.any()):
+            continue
+        loss = (
+            0.5 * ((similarity[positive] - 1) ** 2).mean()
+            + 0.5 * (similarity[negative] ** 2).mean()
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.train(was_training)
+
+
 @torch.no_grad()
 def set_prototypes(model: Any, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
     """Each head row of a label the batches have rows of becomes that label's prototype:
