@@ -22,6 +22,7 @@ Rows are `{"text": ..., "label": ...}`. Torch is imported inside the training me
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,7 @@ class SentenceClassification(TextClassifier):
         from edgetune.plugins.sentence_encoder import FEW_SHOT_ROWS, contrast, set_prototypes
 
         rows = list(features)
-        counts: dict[Any, int] = {}
-        for row in rows:
-            counts[row["labels"]] = counts.get(row["labels"], 0) + 1
+        counts = Counter(int(row["labels"]) for row in rows)
         if counts and min(counts.values()) < FEW_SHOT_ROWS:
             contrast(model, collate(rows))
         set_prototypes(model, (collate(rows[i : i + 16]) for i in range(0, len(rows), 16)))
