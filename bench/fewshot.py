@@ -69,8 +69,9 @@ DESCRIPTIONS = {
 HYPERPARAMETERS = pb.Hyperparameters(
     epochs=4, learning_rate=5e-5, batch_size=8, max_length=256, warmup_ratio=0.1
 )
-"""One few-shot run: a small learning rate (the head starts from the label texts, the
-encoder is already a good sentence encoder), 4 passes over ~32 rows."""
+"""One few-shot run: a small learning rate (the head starts fitted to the rows, the
+encoder is already a good sentence encoder), 4 passes over the 40 rows (the job trains on
+its 8 validation rows too: too few to measure anything)."""
 SETFIT_VENV = ROOT / ".bench-venvs" / "setfit"
 SETFIT_PINS = (
     "setfit==1.2.0",

@@ -227,7 +227,7 @@ def show(job: pb.Job) -> None:
         console.print(confusion)
     if result.trials:
         console.print(trial_table(list(result.trials)))
-    if result.baseline.description:
+    if result.baseline.description and (result.estimated_metrics or not result.retrained):
         console.print(baseline_table(result, served))
     if result.selection:
         console.print(f"selection: {result.selection}")

@@ -10,12 +10,13 @@ classifier and as fast as one over the same encoder.
 * zero-shot: `import-model --task sentence-classification --labels-file labels.json`
   builds the head from the label texts alone (seconds, no training rows);
 * few-shot and full fine-tuning: a job (on a base encoder, or on an earlier version of
-  the model with `--base-model`) sets each label's head row to the prototype of its
-  training rows, its label text counted as one more row (`prepare_model`; with few rows
-  a SetFit-style contrastive stage on pairs of the rows comes first), then trains
-  with cross-entropy: only the head while some label has fewer than 16 rows (fine-tuning
-  the encoder on so few overfits), encoder and head end to end with more. A label without
-  rows keeps its label text's row.
+  the model with `--base-model`) first sets the head from the training rows, each
+  label's label text counted as one more row (`prepare_model`): with fewer than 16 rows
+  for some label as SetFit does (a contrastive stage on pairs of the rows, then a
+  logistic-regression head), with more each label's prototype. Then it trains with
+  cross-entropy: only the head while some label has fewer than 16 rows (fine-tuning the
+  encoder on so few overfits), encoder and head end to end with more. (A few-shot job's
+  validation split is too small to measure anything: the core then trains on all rows.)
 
 Rows are `{"text": ..., "label": ...}`. Torch is imported inside the training methods only.
 """
@@ -119,18 +120,26 @@ class SentenceClassification(TextClassifier):
     def prepare_model(
         self, model: TrainableModel, features: Sequence[Feature], collate: Collator
     ) -> None:
-        """With few rows for some label (few-shot), first a contrastive stage on all pairs
-        of the training rows (`sentence_encoder.contrast`); then head rows from the
-        training rows: each label's prototype (its rows' embeddings with its label text as
-        one more row, normalised) over the temperature; labels without rows keep their
-        row. See `sentence_encoder.set_prototypes`."""
-        from edgetune.plugins.sentence_encoder import FEW_SHOT_ROWS, contrast, set_prototypes
+        """The head from the training rows, before cross-entropy training. With few rows
+        for some label (few-shot) as SetFit does it: a contrastive stage on all pairs of
+        the rows (`sentence_encoder.contrast`), then a logistic-regression head on their
+        embeddings (`fit_head`); with more, each label's prototype (`set_prototypes`).
+        Either way a label's current row (its label text) counts as one more row."""
+        from edgetune.plugins.sentence_encoder import (
+            FEW_SHOT_ROWS,
+            contrast,
+            embed_rows,
+            fit_head,
+            set_prototypes,
+        )
 
         rows = list(features)
         counts = Counter(int(row["labels"]) for row in rows)
-        if counts and min(counts.values()) < FEW_SHOT_ROWS:
+        few_shot = bool(counts) and min(counts.values()) < FEW_SHOT_ROWS
+        if few_shot:
             contrast(model, collate(rows))
-        set_prototypes(model, (collate(rows[i : i + 16]) for i in range(0, len(rows), 16)))
+        embedded = embed_rows(model, (collate(rows[i : i + 16]) for i in range(0, len(rows), 16)))
+        (fit_head if few_shot else set_prototypes)(model, *embedded)
 
     def task_options(
         self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None

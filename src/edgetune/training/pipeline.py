@@ -178,7 +178,26 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
         f"{len(val_rows)}; labels: {', '.join(data.labels)}"
     )
     report: dict[str, Any] = {"baseline": baseline} if baseline else {}
-    if search is None:
+    few_rows = few_rows_note(task, val_rows)
+    if search is None and few_rows and not spec.validation_dataset_id:
+        # A split this small cannot choose an epoch or estimate accuracy (one row moves a
+        # label's F1 by 20 points): its rows are worth more as training data. BBC, 8
+        # articles a label, sentence classifier: 32 training rows -> all 40, +0.7 points
+        # held out (mean of 3 seeds, 1,425 articles).
+        rows = len(data.train_rows) + len(val_rows)
+        context.say(f"few validation rows: training on all {rows} labelled rows")
+        hp = hp.model_copy(update={"early_stopping_patience": 100})
+        with tracer.start_as_current_span("train"):
+            all_rows = data.train_features + data.val_features
+            best = run_training(context, data, all_rows, hp).last
+        report["retrained"] = True
+        report["estimated_metrics"] = {}
+        report["selection"] = (
+            f"a single run on all {rows} labelled rows (the validation rows too, after "
+            f"{hp.epochs} epochs): its fp32 and int8 figures are on rows it trained on, so "
+            "they check quantization, not accuracy"
+        )
+    elif search is None:
         with tracer.start_as_current_span("train"):
             outcome = run_training(context, data, data.train_features, hp)
         best = outcome.best
@@ -227,8 +246,8 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
     report["estimated_metrics"] = {
         k: v for k, v in report["estimated_metrics"].items() if not k.startswith("confusion/")
     }
-    if note := few_rows_note(task, val_rows):
-        report["selection"] = f"{report['selection']}; {note}"
+    if few_rows:
+        report["selection"] = f"{report['selection']}; {few_rows}"
     if context.cancelled() or not store.transition(
         job.id,
         JobState.EXPORTING,

@@ -52,11 +52,17 @@ def comparison(
     metric: str,
 ) -> str:
     """The published model against the baseline on the same validation rows, in words: the
-    served model's figures, or the search's estimate when it was retrained on those rows."""
+    served model's figures, or the search's estimate when it was retrained on those rows
+    (none when a single run trained on them: then there is nothing fair to compare)."""
     baseline = report.get("baseline")
     if not baseline:
         return "no baseline for this task"
     ours = report["estimated_metrics"] if report.get("retrained") else served
+    if not ours:
+        return (
+            "no comparison with the baseline: the model trained on all labelled rows, so "
+            "no rows were left unseen by it to compare on"
+        )
     mine, theirs = float(ours.get(metric, 0.0)), float(baseline["metrics"].get(metric, 0.0))
     points = (mine - theirs) * 100
     figures = (
