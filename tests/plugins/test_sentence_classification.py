@@ -1,5 +1,6 @@
 """The built-in sentence-classification task: zero-shot models from label texts, new labels
-as new versions, a few-shot job through the conformance kit, and refused label inputs."""
+as new versions, a few-shot job through the conformance kit, zero-shot -> few-shot -> full
+as versions of one model, and refused label inputs."""
 
 from __future__ import annotations
 
@@ -415,3 +416,60 @@ async def test_import_model_over_grpc_passes_label_descriptions(
                 assert message in (refused.value.details() or ""), refused.value.details()
     finally:
         await running.stop(0)
+
+
+async def test_zero_shot_then_few_shot_then_full_each_compared_with_the_last(
+    encoder: Path, repository: ModelRepository, server: Any, channel: Any
+) -> None:
+    """One model name through its three stages over gRPC: each job starts from the latest
+    version, publishes and promotes the next, and measures the version it started from on its own
+    validation rows (the few-shot job trained on them, so it does not claim a gain)."""
+    from edgetune.exporters.evaluate import evaluate
+    from edgetune.training.datasets import stratified_split
+    from edgetune.v1 import finetuning_pb2 as pb
+    from edgetune.v1 import finetuning_pb2_grpc
+
+    import_model(repository, task, "topics", encoder, ["sport", "business"])
+    stub = finetuning_pb2_grpc.FineTuningStub(channel)
+    hp = pb.Hyperparameters(epochs=2, learning_rate=1e-3, batch_size=8, max_length=16)
+
+    async def job(rows: list[dict[str, str]], split: float) -> pb.Job:
+        created = await stub.CreateJob(
+            pb.CreateJobRequest(
+                base_model=pb.ModelRef(name="topics"),
+                examples=pb.Examples(examples=[pb.Example(**r) for r in rows]),
+                validation_split=split,
+                model_name="topics",
+                hyperparameters=hp,
+                auto_promote=True,  # the next job starts from this version
+            )
+        )
+        async for _ in stub.WatchJob(pb.WatchJobRequest(id=created.id), timeout=300):
+            pass
+        done = await stub.GetJob(pb.GetJobRequest(id=created.id))
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+        return done
+
+    few = await job(ROWS, 0.2)  # 12 rows a label: few-shot, trained on all 24
+    assert few.task == task.name and few.result.version == "2"
+    assert few.result.previous_metrics["accuracy"] >= 0
+    assert few.result.previous_comparison.startswith("topics version 1 on ")
+    assert "this version trained on those rows" in few.result.previous_comparison
+    full_rows = ROWS * 4  # 48 rows a label: encoder and head, 24 a label held out
+    full = await job(full_rows, 0.5)
+    assert full.result.version == "3"
+    _, val_rows = stratified_split(task, full_rows, 0.5, 42)
+    second = repository.resolve("topics", "2")
+    labels = second.manifest.labels
+    want = evaluate(
+        task, second.path, MODEL_FILE, second.manifest, val_rows,
+        [labels.index(r["label"]) for r in val_rows],
+    )  # fmt: skip
+    for name, value in full.result.previous_metrics.items():
+        assert value == pytest.approx(want[name], abs=1e-6), name
+    served = full.result.int8_metrics or full.result.fp32_metrics
+    points = (served["f1"] - want["f1"]) * 100
+    assert full.result.previous_comparison == (
+        f"topics version 2 on {len(val_rows)} validation rows: f1 {want['f1']:.4f}, "
+        f"this {served['f1']:.4f} ({points:+.2f} points)"
+    )

@@ -131,6 +131,9 @@ async def test_inline_examples_and_a_repository_base(finetuning, channel, settin
     assert final.base_model == "tiny:latest" and final.task == "text-classification"
     assert not final.result.promoted
     assert any("validating on 10" in e.message for e in events)
+    # Started from a version: that version is measured on the same 10 validation rows.
+    assert set(final.result.previous_metrics) >= {"accuracy", "f1"}
+    assert final.result.previous_comparison.startswith("tiny version 1 on 10 validation rows")
 
 
 BAD_FILES = [

@@ -233,6 +233,8 @@ def show(job: pb.Job) -> None:
         console.print(f"selection: {result.selection}")
     if result.comparison:
         console.print(f"[bold]{result.comparison}[/bold]")
+    if result.previous_comparison:
+        console.print(f"against the version it started from: {result.previous_comparison}")
     console.print(f"gate: {result.gate}")
     console.print(
         f"model.onnx {result.size_bytes / 1e6:.1f} MB, single-input latency "

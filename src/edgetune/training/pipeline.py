@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from edgetune.errors import ResourceExhausted
+from edgetune.errors import EdgetuneError, ResourceExhausted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.gate import FP32_FILE, FUSED_FILE, INT8_FILE, choose_int8
 from edgetune.exporters.onnx import export_onnx
@@ -25,7 +25,13 @@ from edgetune.training.context import JobContext
 from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
-from edgetune.training.report import comparison, few_rows_note, job_baseline
+from edgetune.training.report import (
+    against_previous,
+    comparison,
+    few_rows_note,
+    job_baseline,
+    previous_metrics,
+)
 from edgetune.training.results import find_published, result_of
 from edgetune.training.search import Search, checkpoint_of, data_max_length, progress_data
 from edgetune.training.spec import Hyperparameters, JobState, SearchSpec
@@ -363,15 +369,40 @@ def publish(
             (staged / leftover).unlink(missing_ok=True)
         manifest.training["gate"] = gate
         served = int8 if manifest.format == "onnx-int8" else fp32
-        manifest.training["comparison"] = comparison(
-            report, served, len(val_rows), spec.search.metric or task.selection_metric
-        )
+        metric = spec.search.metric or task.selection_metric
+        manifest.training["comparison"] = comparison(report, served, len(val_rows), metric)
+        if spec.base_model:
+            manifest.training.update(compare_previous(context, data, hp, report, served, metric))
         faults.pause("publish")
         if faults.cancelled():  # the last moment a cancel can stop the job: nothing published
             raise Cancelled
         version = repository.publish(spec.model_name, staged, manifest, aliases=())
     log.info("published %s:%d: %s", version.name, version.version, gate)
     return result_of(version)
+
+
+def compare_previous(
+    context: JobContext,
+    data: Prepared,
+    hp: Hyperparameters,
+    report: Mapping[str, Any],
+    served: Mapping[str, float],
+    metric: str,
+) -> dict[str, Any]:
+    """ "previous_metrics" and "previous_comparison" of a job that started from a version;
+    a version that can no longer be read is said, never a reason to fail the job."""
+    spec = context.job.spec
+    try:
+        previous = context.repository.resolve(spec.base_model, spec.base_version)
+        theirs, rows = previous_metrics(
+            data.task, previous, data.val_rows, data.preprocessor, hp.max_length
+        )
+    except EdgetuneError as exc:
+        return {"previous_comparison": f"no comparison with {spec.base_label}: {exc.message}"}
+    return {
+        "previous_metrics": theirs,
+        "previous_comparison": against_previous(previous, theirs, rows, report, served, metric),
+    }
 
 
 SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -1,5 +1,6 @@
 """What a job reports beside its model: the task's classical baseline on the job's rows,
-and the published model against it, in words. Runs in the training process."""
+the published model against it and against the version the job started from, in words.
+Runs in the training process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edgetune.task import Task
+from edgetune.exporters.evaluate import evaluate
+from edgetune.store import ModelVersion
+from edgetune.store.manifest import MODEL_FILE
+from edgetune.task import Preprocessor, Task
 from edgetune.training.jobstore import JobStore
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,55 @@ def comparison(
         f"the baseline is as good or better: {figures}; the fine-tuned model was published "
         f"anyway ({baseline['description']} may serve this data as well)"
     )
+
+
+def previous_metrics(
+    task: Task,
+    previous: ModelVersion,
+    val_rows: Sequence[Mapping[str, Any]],
+    preprocessor: Preprocessor,
+    max_length: int,
+) -> tuple[dict[str, float], int]:
+    """The metrics of the version a job started from, through its served ONNX model, on
+    the job's validation rows whose labels that version knows, and how many rows those
+    are ({} and 0 when there are none)."""
+    known = set(previous.manifest.labels)
+    rows = [
+        row
+        for number, row in enumerate(val_rows, start=1)
+        if set(task.example_labels(row, number)) <= known
+    ]
+    if not rows:
+        return {}, 0
+    features = task.build_features(rows, preprocessor, previous.manifest.labels, max_length)
+    metrics = evaluate(
+        task, previous.path, MODEL_FILE, previous.manifest, rows, [f["labels"] for f in features]
+    )
+    return {k: v for k, v in metrics.items() if not k.startswith("confusion/")}, len(rows)
+
+
+def against_previous(
+    previous: ModelVersion,
+    theirs: Mapping[str, float],
+    rows: int,
+    report: Mapping[str, Any],
+    served: Mapping[str, float],
+    metric: str,
+) -> str:
+    """This version against the one the job started from on the same validation rows, in
+    words: the served figures, or the search's estimate when the published model was
+    retrained on those rows; none when a single run trained on them."""
+    name = f"{previous.name} version {previous.version}"
+    if not rows:
+        return f"no comparison with {name}: it knows none of the validation rows' labels"
+    old = float(theirs.get(metric, 0.0))
+    figures = f"{name} on {rows} validation rows: {metric} {old:.4f}"
+    ours = report["estimated_metrics"] if report.get("retrained") else served
+    if not ours:
+        return f"{figures}; this version trained on those rows, so it is not compared there"
+    mine = float(ours.get(metric, 0.0))
+    which = "the chosen configuration before retraining" if report.get("retrained") else "this"
+    return f"{figures}, {which} {mine:.4f} ({(mine - old) * 100:+.2f} points)"
 
 
 MIN_RELIABLE_ROWS = 5

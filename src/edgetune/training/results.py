@@ -15,6 +15,8 @@ REPORT_KEYS = (
     "estimated_metrics",
     "retrained",
     "comparison",
+    "previous_metrics",
+    "previous_comparison",
 )
 """What a job's manifest (training section) and result say beside the metrics."""
 

@@ -312,7 +312,7 @@ class Progress(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., examples_per_second: _Optional[float] = ..., trial: _Optional[int] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("model_name", "version", "format", "fp32_metrics", "int8_metrics", "gate", "size_bytes", "latency_ms", "promoted", "baseline", "trials", "hyperparameters", "selection", "estimated_metrics", "retrained", "comparison")
+    __slots__ = ("model_name", "version", "format", "fp32_metrics", "int8_metrics", "gate", "size_bytes", "latency_ms", "promoted", "baseline", "trials", "hyperparameters", "selection", "estimated_metrics", "retrained", "comparison", "previous_metrics", "previous_comparison")
     class Fp32MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +328,13 @@ class JobResult(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class EstimatedMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class PreviousMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +357,8 @@ class JobResult(_message.Message):
     ESTIMATED_METRICS_FIELD_NUMBER: _ClassVar[int]
     RETRAINED_FIELD_NUMBER: _ClassVar[int]
     COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_METRICS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_COMPARISON_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     format: str
@@ -366,7 +375,9 @@ class JobResult(_message.Message):
     estimated_metrics: _containers.ScalarMap[str, float]
     retrained: bool
     comparison: str
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., fp32_metrics: _Optional[_Mapping[str, float]] = ..., int8_metrics: _Optional[_Mapping[str, float]] = ..., gate: _Optional[str] = ..., size_bytes: _Optional[int] = ..., latency_ms: _Optional[float] = ..., promoted: _Optional[bool] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., selection: _Optional[str] = ..., estimated_metrics: _Optional[_Mapping[str, float]] = ..., retrained: _Optional[bool] = ..., comparison: _Optional[str] = ...) -> None: ...
+    previous_metrics: _containers.ScalarMap[str, float]
+    previous_comparison: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., fp32_metrics: _Optional[_Mapping[str, float]] = ..., int8_metrics: _Optional[_Mapping[str, float]] = ..., gate: _Optional[str] = ..., size_bytes: _Optional[int] = ..., latency_ms: _Optional[float] = ..., promoted: _Optional[bool] = ..., baseline: _Optional[_Union[Baseline, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., selection: _Optional[str] = ..., estimated_metrics: _Optional[_Mapping[str, float]] = ..., retrained: _Optional[bool] = ..., comparison: _Optional[str] = ..., previous_metrics: _Optional[_Mapping[str, float]] = ..., previous_comparison: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "task", "model_name", "base_model", "dataset_id", "validation_dataset_id", "hyperparameters", "progress", "metrics", "result", "error", "auto_promote", "created", "started", "finished", "idempotency_key", "search")
