@@ -473,3 +473,25 @@ async def test_zero_shot_then_few_shot_then_full_each_compared_with_the_last(
         f"topics version 2 on {len(val_rows)} validation rows: f1 {want['f1']:.4f}, "
         f"this {served['f1']:.4f} ({points:+.2f} points)"
     )
+
+
+def test_a_version_that_knew_only_some_labels_is_not_compared_on_other_rows(
+    encoder: Path, tmp_path: Path
+) -> None:
+    """A job that adds a label measures the old version on the rows whose labels it knows;
+    its figures are on fewer rows than the new version's, so no difference is claimed."""
+    from edgetune.training.report import against_previous, previous_metrics
+
+    repository = ModelRepository(tmp_path / "models")
+    old = import_model(repository, task, "topics", encoder, ["sport", "business"])
+    rows = [*ROWS, {"text": "a film star", "label": "arts"}, {"text": "music", "label": "arts"}]
+    metrics, measured = previous_metrics(task, old, rows, task.load_preprocessor(encoder), 32)
+    assert measured == len(ROWS) and "accuracy" in metrics
+    said = against_previous(
+        old, metrics, (measured, len(rows)), {}, {"f1": 1.0, "accuracy": 1.0}, "f1"
+    )
+    assert said == (
+        f"topics version 1 on the {len(ROWS)} of {len(rows)} validation rows whose labels "
+        f"it knows: f1 {metrics['f1']:.4f}; this version's figures are on all {len(rows)}, "
+        "so they are not compared"
+    )

@@ -389,8 +389,8 @@ def compare_previous(
     served: Mapping[str, float],
     metric: str,
 ) -> dict[str, Any]:
-    """ "previous_metrics" and "previous_comparison" of a job that started from a version;
-    a version that can no longer be read is said, never a reason to fail the job."""
+    """The "previous_metrics" and "previous_comparison" of a job that started from a
+    version; a version that can no longer be read is said, never a reason to fail the job."""
     spec = context.job.spec
     try:
         previous = context.repository.resolve(spec.base_model, spec.base_version)
@@ -401,7 +401,9 @@ def compare_previous(
         return {"previous_comparison": f"no comparison with {spec.base_label}: {exc.message}"}
     return {
         "previous_metrics": theirs,
-        "previous_comparison": against_previous(previous, theirs, rows, report, served, metric),
+        "previous_comparison": against_previous(
+            previous, theirs, (rows, len(data.val_rows)), report, served, metric
+        ),
     }
 
 

@@ -109,19 +109,30 @@ def previous_metrics(
 def against_previous(
     previous: ModelVersion,
     theirs: Mapping[str, float],
-    rows: int,
+    rows: tuple[int, int],
     report: Mapping[str, Any],
     served: Mapping[str, float],
     metric: str,
 ) -> str:
     """This version against the one the job started from on the same validation rows, in
     words: the served figures, or the search's estimate when the published model was
-    retrained on those rows; none when a single run trained on them."""
+    retrained on those rows; none when a single run trained on them, or when the old
+    version knew the labels of only some of the rows (the figures would be on other rows).
+
+    :param rows: (validation rows the previous version was measured on, all of them).
+    """
     name = f"{previous.name} version {previous.version}"
-    if not rows:
+    measured, total = rows
+    if not measured:
         return f"no comparison with {name}: it knows none of the validation rows' labels"
     old = float(theirs.get(metric, 0.0))
-    figures = f"{name} on {rows} validation rows: {metric} {old:.4f}"
+    figures = f"{name} on {measured} validation rows: {metric} {old:.4f}"
+    if measured < total:
+        return (
+            f"{name} on the {measured} of {total} validation rows whose labels it knows: "
+            f"{metric} {old:.4f}; this version's figures are on all {total}, so they are "
+            "not compared"
+        )
     ours = report["estimated_metrics"] if report.get("retrained") else served
     if not ours:
         return f"{figures}; this version trained on those rows, so it is not compared there"
