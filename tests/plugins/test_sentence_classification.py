@@ -452,7 +452,7 @@ async def test_zero_shot_then_few_shot_then_full_each_compared_with_the_last(
 
     few = await job(ROWS, 0.2)  # 12 rows a label: few-shot, trained on all 24
     assert few.task == task.name and few.result.version == "2"
-    assert few.result.previous_metrics["accuracy"] >= 0
+    assert "accuracy" in few.result.previous_metrics
     assert few.result.previous_comparison.startswith("topics version 1 on ")
     assert "this version trained on those rows" in few.result.previous_comparison
     full_rows = ROWS * 4  # 48 rows a label: encoder and head, 24 a label held out

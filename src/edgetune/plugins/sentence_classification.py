@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edgetune.errors import InvalidArgument, quoted
 from edgetune.kit import (
@@ -124,7 +124,8 @@ class SentenceClassification(TextClassifier):
         for some label (few-shot) as SetFit does it: a contrastive stage on all pairs of
         the rows (`sentence_encoder.contrast`), then a logistic-regression head on their
         embeddings (`fit_head`); with more, each label's prototype (`set_prototypes`).
-        Either way a label's current row (its label text) counts as one more row."""
+        Either way a label's current row (its label text) counts as one more row; the
+        encoder trains on only when it is not few-shot (see FEW_SHOT_ROWS)."""
         from edgetune.plugins.sentence_encoder import (
             FEW_SHOT_ROWS,
             contrast,
@@ -140,6 +141,9 @@ class SentenceClassification(TextClassifier):
             contrast(model, collate(rows))
         embedded = embed_rows(model, (collate(rows[i : i + 16]) for i in range(0, len(rows), 16)))
         (fit_head if few_shot else set_prototypes)(model, *embedded)
+        # A SentenceClassifier (the contract types it TrainableModel); kept in its config,
+        # so a resumed job trains as it began.
+        cast(Any, model).freeze_encoder(few_shot)
 
     def task_options(
         self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None

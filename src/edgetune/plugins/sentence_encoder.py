@@ -37,8 +37,12 @@ DEFAULT_TEMPERATURE = 0.05
 softmax of a zero-shot model is decisive and cross-entropy training starts from a sensible
 scale (SetFit's and CLIP's cosine heads use similar scales)."""
 FEW_SHOT_ROWS = 16
-"""Below this many training rows for some label, a job trains the head only (see
-`freeze_for`); from it on, encoder and head end to end."""
+"""Below this many training rows for some label (few-shot), a job trains the head only;
+from it on, encoder and head end to end. Cross-entropy fine-tuning of the encoder on a
+handful of rows per label overfits and loses accuracy the head had (BBC, 8 rows per label,
+300 held-out articles: prototypes alone 0.957; then end to end, 2 epochs at lr 1e-5 0.933,
+4 at 2e-5 0.950, 4 at 5e-5 0.943), and SetFit too trains only a head after its
+contrastive stage."""
 DEFAULT_MAX_SEQ_LENGTH = 256
 """Tokens per input when the base's sentence_bert_config.json names none (MiniLM's)."""
 
@@ -341,8 +345,7 @@ def set_prototypes(model: Any, embedded: torch.Tensor, targets: torch.Tensor) ->
     """Each head row of a label with rows becomes that label's prototype: the normalised
     sum of its rows' embeddings and of its current row's direction (the label text as one
     more example), over the temperature (a nearest-centroid classifier in the encoder's
-    space). Labels without rows keep their row. The encoder trains on from here only with
-    FEW_SHOT_ROWS rows a label or more (see `freeze_for`).
+    space). Labels without rows keep their row.
     """
     sums = torch.zeros_like(model.head.weight)
     sums.index_add_(0, targets, embedded)
@@ -356,7 +359,6 @@ def set_prototypes(model: Any, embedded: torch.Tensor, targets: torch.Tensor) ->
     prior = nn.functional.normalize(model.head.weight.data, p=2.0, dim=-1)
     prototypes = nn.functional.normalize((sums + prior)[seen], p=2.0, dim=-1)
     model.head.weight.data[seen] = prototypes / model.config.head_temperature
-    freeze_for(model, counts)
 
 
 HEAD_C = 10.0
@@ -372,8 +374,7 @@ def fit_head(model: Any, embedded: torch.Tensor, targets: torch.Tensor) -> None:
     L2, no intercept: the head has no bias) on the normalised embeddings of the rows, each
     label's current row direction (its label text, or a trained row) counted as one more
     row, so that a label without rows has one and every row has the same scale. It beat
-    the prototypes after the contrastive stage (see HEAD_C); freezes the encoder as
-    `set_prototypes` does."""
+    the prototypes after the contrastive stage (see HEAD_C)."""
     from sklearn.linear_model import LogisticRegression
 
     prior = nn.functional.normalize(model.head.weight.data, p=2.0, dim=-1)
@@ -384,18 +385,3 @@ def fit_head(model: Any, embedded: torch.Tensor, targets: torch.Tensor) -> None:
     if coef.shape[0] == 1:  # two labels: one weight vector w, softmax([-w/2, w/2]) is the same
         coef = torch.cat([-coef / 2, coef / 2])
     model.head.weight.data.copy_(coef)
-    freeze_for(model, torch.bincount(targets, minlength=prior.shape[0]))
-
-
-def freeze_for(model: Any, counts: torch.Tensor) -> None:
-    """Train the head only while some label with rows has fewer than FEW_SHOT_ROWS.
-
-    Cross-entropy fine-tuning of the encoder on a handful of rows per label overfits and
-    loses accuracy the head had (BBC, 8 rows per label, 300 held-out articles: prototypes
-    alone 0.957; then end to end, 2 epochs at lr 1e-5 0.933, 4 at 2e-5 0.950, 4 at 5e-5
-    0.943): with few rows only the head trains, as SetFit trains only a head after its
-    contrastive stage.
-    """
-    seen = counts[counts > 0]
-    fewest = int(seen.min()) if len(seen) else 0
-    model.freeze_encoder(fewest < FEW_SHOT_ROWS)

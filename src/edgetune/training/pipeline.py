@@ -14,11 +14,11 @@ from typing import Any
 
 from opentelemetry import trace
 
-from edgetune.errors import EdgetuneError, ResourceExhausted
+from edgetune.errors import ResourceExhausted, quoted
 from edgetune.exporters.evaluate import evaluate, latency_ms
 from edgetune.exporters.gate import FP32_FILE, FUSED_FILE, INT8_FILE, choose_int8
 from edgetune.exporters.onnx import export_onnx
-from edgetune.store import Manifest
+from edgetune.store import Manifest, ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.context import JobContext
@@ -138,6 +138,8 @@ class Prepared:
     val_features: list[dict[str, Any]]
     hp: Hyperparameters
     """The request's hyperparameters, with max_length set from the data when searched."""
+    previous: ModelVersion | None
+    """The repository version training starts from (`base_model`), if any."""
 
 
 def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
@@ -147,7 +149,7 @@ def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
     task = context.plugins.task(spec.task)
     with tracer.start_as_current_span("prepare"):
         train_rows, val_rows, labels = load_data(spec, task, context.datasets)
-        base = resolve_base(spec, context.repository)
+        base, previous = resolve_base(spec, context.repository)
         preprocessor = task.load_preprocessor(base)
     with tracer.start_as_current_span("features"):
         if search is not None and "max_length" not in search.fixed:
@@ -166,6 +168,7 @@ def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
         train_features,
         val_features,
         hp,
+        previous,
     )
 
 
@@ -194,8 +197,7 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
         context.say(f"few validation rows: training on all {rows} labelled rows")
         hp = hp.model_copy(update={"early_stopping_patience": 100})
         with tracer.start_as_current_span("train"):
-            all_rows = data.train_features + data.val_features
-            best = run_training(context, data, all_rows, hp).last
+            best = train_on_all_rows(context, data, hp)
         report["retrained"] = True
         report["estimated_metrics"] = {}
         report["selection"] = (
@@ -233,8 +235,7 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
                 f"{found.best_epoch} epochs"
             )
             with tracer.start_as_current_span("refit"):
-                all_rows = data.train_features + data.val_features
-                best = run_training(context, data, all_rows, hp).last
+                best = train_on_all_rows(context, data, hp)
             report["retrained"] = True
             report["selection"] = (
                 f"{found.summary}; retrained on all {rows} labelled rows (the validation rows "
@@ -304,6 +305,12 @@ def run_training(
     )
 
 
+def train_on_all_rows(context: JobContext, data: Prepared, hp: Hyperparameters) -> Checkpoint:
+    """A run on the training and the validation rows (no unseen rows are left to choose an
+    epoch on): its last epoch."""
+    return run_training(context, data, data.train_features + data.val_features, hp).last
+
+
 def publish(
     context: JobContext,
     data: Prepared,
@@ -371,8 +378,9 @@ def publish(
         served = int8 if manifest.format == "onnx-int8" else fp32
         metric = spec.search.metric or task.selection_metric
         manifest.training["comparison"] = comparison(report, served, len(val_rows), metric)
-        if spec.base_model:
-            manifest.training.update(compare_previous(context, data, hp, report, served, metric))
+        if data.previous is not None:
+            compared = compare_previous(data.previous, data, hp, report, served, metric)
+            manifest.training.update(compared)
         faults.pause("publish")
         if faults.cancelled():  # the last moment a cancel can stop the job: nothing published
             raise Cancelled
@@ -382,23 +390,27 @@ def publish(
 
 
 def compare_previous(
-    context: JobContext,
+    previous: ModelVersion,
     data: Prepared,
     hp: Hyperparameters,
     report: Mapping[str, Any],
     served: Mapping[str, float],
     metric: str,
 ) -> dict[str, Any]:
-    """The "previous_metrics" and "previous_comparison" of a job that started from a
-    version; a version that can no longer be read is said, never a reason to fail the job."""
-    spec = context.job.spec
+    """The "previous_metrics" and "previous_comparison" of a job that started from the
+    version previous (resolved when the job prepared, not whatever `latest` names now). Like
+    the baseline, a comparison is never a reason to fail the job: one that cannot be made
+    is said."""
     try:
-        previous = context.repository.resolve(spec.base_model, spec.base_version)
         theirs, rows = previous_metrics(
             data.task, previous, data.val_rows, data.preprocessor, hp.max_length
         )
-    except EdgetuneError as exc:
-        return {"previous_comparison": f"no comparison with {spec.base_label}: {exc.message}"}
+    except Exception as exc:
+        log.exception("measuring %s:%d failed", previous.name, previous.version)
+        return {
+            "previous_comparison": f"no comparison with {previous.name} version "
+            f"{previous.version}: {type(exc).__name__}: {quoted(str(exc))}"
+        }
     return {
         "previous_metrics": theirs,
         "previous_comparison": against_previous(

@@ -9,15 +9,16 @@ from typing import Any
 
 from edgetune.errors import InvalidArgument
 from edgetune.exporters.onnx import check_model_folder
-from edgetune.store import Repository
+from edgetune.store import ModelVersion, Repository
 from edgetune.store.manifest import TRAINABLE_DIR
 from edgetune.task import Task
 from edgetune.training.datasets import DatasetStore, check_training_data, stratified_split
 from edgetune.training.spec import JobSpec
 
 
-def resolve_base(spec: JobSpec, repository: Repository) -> Path:
-    """The transformers folder training starts from; InvalidArgument naming the field."""
+def resolve_base(spec: JobSpec, repository: Repository) -> tuple[Path, ModelVersion | None]:
+    """The transformers folder training starts from, and the repository version it is in
+    (None for a base folder); InvalidArgument naming the field."""
     if spec.base_model:
         version = repository.resolve(spec.base_model, spec.base_version)
         folder = version.path / TRAINABLE_DIR
@@ -26,12 +27,12 @@ def resolve_base(spec: JobSpec, repository: Repository) -> Path:
                 f"base_model: {version.name!r} version {version.version} keeps no trainable "
                 "weights; start from its base folder instead"
             )
-        return folder
+        return folder, version
     folder = Path(spec.base_path)
     if not folder.is_absolute():
         raise InvalidArgument(f"base_path {spec.base_path!r} must be an absolute path")
     check_model_folder(folder, f"base_path {spec.base_path!r}")
-    return folder
+    return folder, None
 
 
 def load_data(
