@@ -95,6 +95,31 @@ async def test_metrics_count_requests_batches_and_loads(observed) -> None:
     assert value(families["process_resident_memory_bytes"], "process_resident_memory_bytes") > 0
 
 
+async def test_short_runs_take_the_one_thread_session_and_are_counted(settings, plugins) -> None:
+    settings = settings.replace(
+        metrics_port=free_port(), intra_op_threads=2, small_run_tokens=8
+    )
+    running = await start_server(settings, plugins)
+    try:
+        await running.startup
+        served = running.registry.loaded[("tiny", 1)]
+        assert served.small_session is not None
+        assert served.small_session.get_session_options().intra_op_num_threads == 1
+        assert served.session.get_session_options().intra_op_num_threads == 2
+        short = await classify(running.port, text="hi")
+        long = await classify(running.port, text=" ".join(["word"] * 20))
+        families = await asyncio.to_thread(scrape_metrics, running.metrics_port)
+    finally:
+        await running.stop(0)
+    assert short.results[0].labels and long.results[0].labels
+    tiny = {"model": "tiny", "version": "1"}
+    runs = value(families["edgetune_batch_size"], "edgetune_batch_size_count", **tiny)
+    small = families["edgetune_small_session_runs"]
+    # The warm-up runs outside any call; the two calls ran once each, one of them short.
+    assert runs == 2
+    assert value(small, "edgetune_small_session_runs_total", **tiny) == 1
+
+
 async def test_the_request_log_has_one_line_per_call_and_never_the_inputs(observed, caplog) -> None:
     caplog.set_level(logging.INFO, logger="edgetune.access")
     await classify(observed.port)

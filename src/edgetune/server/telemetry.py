@@ -105,6 +105,13 @@ class Metrics(Observer):
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.small_session_runs = Counter(
+            "small_session_runs",
+            "ONNX Runtime calls that took the model's one-thread session for short runs",
+            model,
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.model_loads = Counter(
             "model_loads",
             "Model version loads, by outcome (success, failure)",
@@ -124,7 +131,7 @@ class Metrics(Observer):
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self._runs: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._runs: dict[tuple[str, int], tuple[Any, Any, Any, Any]] = {}
         self._calls: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
 
     def batch_ran(self, version: ModelVersion, timing: Timing) -> None:
@@ -135,11 +142,14 @@ class Metrics(Observer):
                 self.batch_size.labels(*labels),
                 self.tokenization_duration.labels(*labels),
                 self.inference_duration.labels(*labels),
+                self.small_session_runs.labels(*labels),
             )
-        batch, tokenization, inference = children
+        batch, tokenization, inference, small = children
         batch.observe(timing.inputs)
         tokenization.observe(timing.tokenize_s)
         inference.observe(timing.inference_s)
+        if timing.small:
+            small.inc()
 
     def model_loaded(self, version: ModelVersion, seconds: float, error: str = "") -> None:
         self.model_loads.labels(version.name, "failure" if error else "success").inc()

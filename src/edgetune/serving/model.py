@@ -40,6 +40,10 @@ class ServedModel:
     settings: ModelSettings | None = None
     """How this model is served: the server's batching and thread settings with the
     model's model-settings.json applied (set by the registry at load; None = the server's)."""
+    small_session: ort.InferenceSession | None = None
+    """A one-thread session of the same model for runs whose largest input holds at most
+    `small_run_tokens` elements (None: every run takes `session`)."""
+    small_run_tokens: int = 0
 
     @classmethod
     def load(
@@ -51,21 +55,20 @@ class ServedModel:
         *,
         verify: bool,
         warmup: bool,
+        small_options: ort.SessionOptions | None = None,
+        small_run_tokens: int = 0,
     ) -> ServedModel:
-        """Check files, open the session, build the task runtime and warm up (blocking)."""
+        """Check files, open the session(s), build the task runtime and warm up (blocking).
+
+        :param small_options: options of a second session for short runs (one intra-op
+            thread), used for runs whose largest input has at most `small_run_tokens`
+            elements; None opens only one session.
+        """
         started = time.perf_counter()
         resident_before = resident_bytes()
         if verify:
             version.manifest.verify_files(version.path, version.manifest.served_files())
-        try:
-            session = ort.InferenceSession(
-                str(version.path / MODEL_FILE), sess_options=options, providers=providers
-            )
-        except Exception as exc:
-            raise ModelLoadError(
-                f"model {version.name!r} version {version.version}: ONNX Runtime cannot load "
-                f"{MODEL_FILE}: {exc}"
-            ) from None
+        session = _open(version, options, providers)
         files = ModelFiles(
             path=version.path,
             manifest=version.manifest,
@@ -73,8 +76,14 @@ class ServedModel:
             output_names=tuple(o.name for o in session.get_outputs()),
         )
         model = cls(version, task, session, task.runtime(files), 0.0)
+        if small_options is not None and small_run_tokens > 0:
+            model.small_session = _open(version, small_options, providers)
+            model.small_run_tokens = small_run_tokens
         if warmup:
-            model.predict(task.warmup_inputs(), top_k=1)
+            encoded = model.runtime.encode(task.warmup_inputs())
+            for warmed in (model.session, model.small_session):
+                if warmed is not None:
+                    model.runtime.decode(warmed.run(None, encoded.feeds), encoded, 1)
         model.load_seconds = time.perf_counter() - started
         model.memory_bytes = max(resident_bytes() - resident_before, version.model_file_bytes)
         model.last_used = time.monotonic()
@@ -104,6 +113,25 @@ class ServedModel:
         started = time.time_ns()
         encoded = self.runtime.encode(inputs)
         encoded_at = time.time_ns()
-        outputs = self.session.run(None, encoded.feeds)
+        session, small = self.session, False
+        if self.small_session is not None:
+            largest = max((feed.size for feed in encoded.feeds.values()), default=0)
+            if largest <= self.small_run_tokens:
+                session, small = self.small_session, True
+        outputs = session.run(None, encoded.feeds)
         results = self.runtime.decode(outputs, encoded, top_k)
-        return results, Timing(started, encoded_at, time.time_ns(), len(inputs))
+        return results, Timing(started, encoded_at, time.time_ns(), len(inputs), small)
+
+
+def _open(
+    version: ModelVersion, options: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            str(version.path / MODEL_FILE), sess_options=options, providers=providers
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {version.name!r} version {version.version}: ONNX Runtime cannot load "
+            f"{MODEL_FILE}: {exc}"
+        ) from None

@@ -27,6 +27,8 @@ class Timing:
     encoded_ns: int
     ended_ns: int
     inputs: int
+    small: bool = False
+    """Ran on the model's one-thread session for short runs."""
 
     @property
     def tokenize_s(self) -> float:

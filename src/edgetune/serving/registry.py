@@ -39,7 +39,7 @@ from edgetune.plugins.manager import Plugins
 from edgetune.serving.memory import release_free_memory
 from edgetune.serving.model import ServedModel
 from edgetune.serving.observe import Observer
-from edgetune.serving.session import choose_providers, session_options
+from edgetune.serving.session import CPU, choose_providers, session_options
 from edgetune.settings import Settings
 from edgetune.store import ModelVersion, Repository
 from edgetune.store.model_settings import ModelSettings
@@ -293,6 +293,8 @@ class ModelRegistry:
                     self.providers,
                     verify=self.settings.runtime.verify_checksums,
                     warmup=self.settings.runtime.warmup,
+                    small_options=self._small_session_options(model_settings),
+                    small_run_tokens=self.settings.runtime.small_run_tokens,
                 )
             except Exception as exc:
                 reason = exc.message if isinstance(exc, EdgetuneError) else repr(exc)[:500]
@@ -326,6 +328,15 @@ class ModelRegistry:
         ):
             return self._options
         return self._session_options_for(model.intra_op_threads, model.intra_op_spinning)
+
+    def _small_session_options(self, model: ModelSettings) -> ort.SessionOptions | None:
+        """Options of the one-thread session for short runs, or None when it would not
+        differ from the main one (one thread already, or not on CPU alone)."""
+        if not self.settings.runtime.small_run_tokens or self.providers != [CPU]:
+            return None
+        if self._session_options(model).intra_op_num_threads <= 1:
+            return None
+        return self._session_options_for(1, model.intra_op_spinning)
 
     def _session_options_for(self, threads: int, spinning: bool) -> ort.SessionOptions:
         return session_options(threads, spinning, self.settings.runtime.intra_op_spin_us)
