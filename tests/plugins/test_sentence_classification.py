@@ -495,3 +495,34 @@ def test_a_version_that_knew_only_some_labels_is_not_compared_on_other_rows(
         f"it knows: f1 {metrics['f1']:.4f}; this version's figures are on all {len(rows)}, "
         "so they are not compared"
     )
+
+
+async def test_a_search_starts_from_the_task_s_learning_rate(
+    encoder: Path, repository: ModelRepository, server: Any, channel: Any
+) -> None:
+    """The first trial takes the task's `search_start` over the server's defaults."""
+    from edgetune.training.spec import SEARCH_START
+    from edgetune.v1 import finetuning_pb2 as pb
+    from edgetune.v1 import finetuning_pb2_grpc
+
+    assert task.search_start["learning_rate"] != SEARCH_START["learning_rate"]
+    import_model(repository, task, "topics", encoder, ["sport", "business"])
+    stub = finetuning_pb2_grpc.FineTuningStub(channel)
+    created = await stub.CreateJob(
+        pb.CreateJobRequest(
+            base_model=pb.ModelRef(name="topics"),
+            examples=pb.Examples(examples=[pb.Example(**r) for r in ROWS * 4]),
+            validation_split=0.5,
+            model_name="topics",
+            hyperparameters=pb.Hyperparameters(epochs=1, batch_size=8, max_length=16),
+            search=pb.Search(trials=2, time_budget_minutes=30),
+        )
+    )
+    async for _ in stub.WatchJob(pb.WatchJobRequest(id=created.id), timeout=300):
+        pass
+    done = await stub.GetJob(pb.GetJobRequest(id=created.id))
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error
+    first = done.result.trials[0]
+    assert first.number == 1
+    assert first.hyperparameters.learning_rate == pytest.approx(task.search_start["learning_rate"])
+    assert first.hyperparameters.warmup_ratio == pytest.approx(SEARCH_START["warmup_ratio"])

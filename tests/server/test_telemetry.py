@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from edgetune.client import free_port
 from edgetune.server.app import RunningServer, start_server
+from edgetune.task import Text
 from edgetune.tracing import tracer_provider_from_env
 from edgetune.v1 import inference_pb2 as ipb
 from edgetune.v1 import inference_pb2_grpc
@@ -96,9 +97,7 @@ async def test_metrics_count_requests_batches_and_loads(observed) -> None:
 
 
 async def test_short_runs_take_the_one_thread_session_and_are_counted(settings, plugins) -> None:
-    settings = settings.replace(
-        metrics_port=free_port(), intra_op_threads=2, small_run_tokens=8
-    )
+    settings = settings.replace(metrics_port=free_port(), intra_op_threads=2, small_run_tokens=8)
     running = await start_server(settings, plugins)
     try:
         await running.startup
@@ -108,6 +107,10 @@ async def test_short_runs_take_the_one_thread_session_and_are_counted(settings, 
         assert served.session.get_session_options().intra_op_num_threads == 2
         short = await classify(running.port, text="hi")
         long = await classify(running.port, text=" ".join(["word"] * 20))
+        # The same long input beside another run (not alone) takes the one-thread session.
+        assert served.parallel_runs == 2
+        assert served.run([Text(" ".join(["word"] * 20))], 0, False)[1].small
+        assert not served.run([Text(" ".join(["word"] * 20))], 0, True)[1].small
         families = await asyncio.to_thread(scrape_metrics, running.metrics_port)
     finally:
         await running.stop(0)

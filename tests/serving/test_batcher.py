@@ -28,13 +28,18 @@ class FakeModel:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.threads: list[int] = []
+        self.alone: list[bool] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.barrier: threading.Barrier | None = None
+        """When set, each run waits there for the others: runs that do not overlap break it."""
 
     def predict(self, inputs: Sequence[Input], top_k: int) -> list[Result]:
         self.entered.set()
         self.gate.wait(5)
+        if self.barrier is not None:
+            self.barrier.wait(10)
         texts = [item.text for item in inputs if isinstance(item, Text)]
         self.batches.append(texts)
         self.threads.append(threading.get_ident())
@@ -43,7 +48,10 @@ class FakeModel:
                 raise InvalidArgument(f"inputs[{index}].text is bad")
         return [Result([LabelScore(t, 0.9, True), LabelScore("other", 0.1)]) for t in texts]
 
-    def run(self, inputs: Sequence[Input], top_k: int) -> tuple[list[Result], Timing]:
+    def run(
+        self, inputs: Sequence[Input], top_k: int, alone: bool = True
+    ) -> tuple[list[Result], Timing]:
+        self.alone.append(alone)
         started = time.time_ns()
         results = self.predict(inputs, top_k)
         return results, Timing(started, started, time.time_ns(), len(inputs))
@@ -176,6 +184,33 @@ async def test_after_a_large_batch_a_lone_small_request_still_runs_in_the_pool(e
     assert model.threads[2] != loop_thread
     assert model.threads[3] == loop_thread
     assert b.stats.inline_runs == 1
+
+
+async def test_a_model_with_two_slots_runs_two_batches_at_once(executor) -> None:
+    model = FakeModel()
+    model.barrier = threading.Barrier(2)  # each run waits for the other: they must overlap
+    b = Batcher("fake:1", model.run, executor, 1, 0.0, 64, parallel_runs=2)
+    answers = await asyncio.gather(b.submit([Text("a")], 0), b.submit([Text("b")], 0))
+    assert [a[0].labels[0].label for a in answers] == ["a", "b"]
+    assert sorted(model.batches) == [["a"], ["b"]]
+    assert len(set(model.threads)) == 2
+    assert model.alone == [False, False]  # each ran beside the other, on one core
+
+
+async def test_a_batch_alone_on_the_model_holds_every_slot(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = Batcher("fake:1", model.run, executor, 8, 0.0, 64, parallel_runs=2)
+    first = asyncio.ensure_future(b.submit([Text("a")], 0))
+    await held_in_predict(model)  # nothing else waited: "a" runs alone
+    second = asyncio.ensure_future(b.submit([Text("b")], 0))
+    await run_ready_tasks()
+    await run_ready_tasks()  # the drain loop saw "b" and left it queued: no slot is free
+    assert b.waiting == 1
+    model.gate.set()
+    await asyncio.gather(first, second)
+    assert model.batches == [["a"], ["b"]]
+    assert model.alone == [True, True]
 
 
 async def test_an_input_error_reaches_only_its_request_with_its_own_index(executor) -> None:

@@ -102,6 +102,31 @@ async def test_a_search_reports_its_trials_and_publishes_the_retrained_choice(
     assert not (settings.jobs_dir / job.id).exists()
 
 
+@pytest.mark.settings(search_trial_max_length=8)
+async def test_trials_see_shorter_inputs_than_the_retraining_that_is_published(
+    finetuning, settings
+) -> None:
+    search = pb.Search(trials=2, time_budget_minutes=30, space={"epochs": pb.Range(low=1, high=2)})
+    job, events = await run_to_end(
+        finetuning, request(search=search, hyperparameters=pb.Hyperparameters(batch_size=8))
+    )
+    messages = [e.message for e in events]
+    assert job.state == pb.JOB_STATE_SUCCEEDED, (job.error, messages)
+    result = job.result
+    data_length = result.hyperparameters.max_length  # picked from the rows' token counts
+    assert data_length >= 16
+    assert (
+        f"trials see the first 8 tokens of each input; the retraining on all rows, {data_length}"
+        in messages
+    )
+    assert [t.hyperparameters.max_length for t in result.trials] == [8, 8]
+    assert "retrained on all 40 labelled rows" in result.selection
+    assert "before retraining (at 8 tokens)" in result.selection
+    manifest = ModelRepository(settings.models_dir).get("searched", 1).manifest
+    assert manifest.training["hyperparameters"]["max_length"] == data_length
+    assert [t["hyperparameters"]["max_length"] for t in manifest.training["trials"]] == [8, 8]
+
+
 async def test_the_baseline_is_scored_on_the_validation_rows_of_the_transformer(
     finetuning, settings, plugins
 ) -> None:

@@ -19,12 +19,15 @@ BATCH = 32
 
 
 def open_model(
-    task: Task, folder: Path, model_file: str, manifest: Manifest
+    task: Task, folder: Path, model_file: str, manifest: Manifest, threads: int = 0
 ) -> tuple[ort.InferenceSession, TaskRuntime]:
-    """A CPU session for folder/model_file and the task runtime that feeds it."""
+    """A CPU session for folder/model_file and the task runtime that feeds it.
+
+    :param threads: intra-op threads; 0 = one per physical core, as served.
+    """
     session = ort.InferenceSession(
         str(folder / model_file),
-        sess_options=session_options(0),
+        sess_options=session_options(threads),
         providers=["CPUExecutionProvider"],
     )
     files = ModelFiles(

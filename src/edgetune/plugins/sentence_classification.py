@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from edgetune.errors import InvalidArgument, quoted
 from edgetune.kit import (
@@ -92,6 +92,11 @@ class SentenceClassification(TextClassifier):
         "label names or descriptions, then few-shot or full fine-tuning (softmax over labels)."
     )
     input_kinds = (Text, TokenIds)
+    search_start: ClassVar[Mapping[str, float]] = {"learning_rate": 5e-5}
+    """The encoder starts pre-trained for sentence similarity and the head from the label
+    prototypes, so it wants a gentler learning rate than a fresh classification head: on
+    BBC News (640 training rows, 128 tokens, 1,425 articles held out) a run with lr 5e-5
+    reached 0.968 int8 accuracy against 0.966 with 1e-4."""
 
     def example_labels(self, example: Mapping[str, Any], row: int) -> list[str]:
         """`text` must be a non-empty string and `label` one value."""

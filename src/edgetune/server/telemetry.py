@@ -107,7 +107,8 @@ class Metrics(Observer):
         )
         self.small_session_runs = Counter(
             "small_session_runs",
-            "ONNX Runtime calls that took the model's one-thread session for short runs",
+            "ONNX Runtime calls that took the model's one-thread session (beside other runs, or "
+            "small ones alone)",
             model,
             namespace=NAMESPACE,
             registry=r,

@@ -41,9 +41,14 @@ class ServedModel:
     """How this model is served: the server's batching and thread settings with the
     model's model-settings.json applied (set by the registry at load; None = the server's)."""
     small_session: ort.InferenceSession | None = None
-    """A one-thread session of the same model for runs whose largest input holds at most
-    `small_run_tokens` elements (None: every run takes `session`)."""
+    """A one-thread session of the same model (None: every run takes `session`). It takes
+    the runs that overlap others, one per core (`parallel_runs` of them at once), and a
+    run alone whose largest input holds at most `small_run_tokens` elements."""
     small_run_tokens: int = 0
+    parallel_runs: int = 1
+    """How many runs of this model may be in flight at once: the main session's threads
+    when there is a one-thread session, else 1 (runs of a session with a thread per core
+    would fight over the same cores)."""
 
     @classmethod
     def load(
@@ -60,9 +65,9 @@ class ServedModel:
     ) -> ServedModel:
         """Check files, open the session(s), build the task runtime and warm up (blocking).
 
-        :param small_options: options of a second session for short runs (one intra-op
-            thread), used for runs whose largest input has at most `small_run_tokens`
-            elements; None opens only one session.
+        :param small_options: options of a second session with one intra-op thread, for
+            runs that overlap others and for runs whose largest input has at most
+            `small_run_tokens` elements; None opens only one session.
         """
         started = time.perf_counter()
         resident_before = resident_bytes()
@@ -79,6 +84,7 @@ class ServedModel:
         if small_options is not None and small_run_tokens > 0:
             model.small_session = _open(version, small_options, providers)
             model.small_run_tokens = small_run_tokens
+            model.parallel_runs = max(1, options.intra_op_num_threads)
         if warmup:
             encoded = model.runtime.encode(task.warmup_inputs())
             for warmed in (model.session, model.small_session):
@@ -108,15 +114,22 @@ class ServedModel:
         """Encode, run and decode one batch (blocking; ONNX Runtime releases the GIL)."""
         return self.run(inputs, top_k)[0]
 
-    def run(self, inputs: Sequence[Input], top_k: int) -> tuple[list[Result], Timing]:
-        """`predict`, and how long encoding and inference took."""
+    def run(
+        self, inputs: Sequence[Input], top_k: int, alone: bool = True
+    ) -> tuple[list[Result], Timing]:
+        """`predict`, and how long encoding and inference took.
+
+        :param alone: no other run of this model may start before this one ends, so it may
+            take the session with a thread per core (when its inputs are large enough to
+            gain from them); False: it runs on the one-thread session, beside others.
+        """
         started = time.time_ns()
         encoded = self.runtime.encode(inputs)
         encoded_at = time.time_ns()
         session, small = self.session, False
         if self.small_session is not None:
             largest = max((feed.size for feed in encoded.feeds.values()), default=0)
-            if largest <= self.small_run_tokens:
+            if not alone or largest <= self.small_run_tokens:
                 session, small = self.small_session, True
         outputs = session.run(None, encoded.feeds)
         results = self.runtime.decode(outputs, encoded, top_k)

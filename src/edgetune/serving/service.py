@@ -101,6 +101,7 @@ class InferenceService:
                 max_queue=knobs.max_queue_size,
                 inline_max_inputs=knobs.inline_max_inputs,
                 on_run=on_run if observer is not None else None,
+                parallel_runs=served.parallel_runs,
             )
         return served.batcher
 

@@ -140,23 +140,46 @@ class Prepared:
     """The request's hyperparameters, with max_length set from the data when searched."""
     previous: ModelVersion | None
     """The repository version training starts from (`base_model`), if any."""
+    refit: bool
+    """Whether a search's chosen configuration is retrained on all labelled rows."""
+    trial_max_length: int
+    """max_length of the search's trials: hp.max_length, or less when the published model
+    is a retraining (the trials only rank configurations)."""
+    trial_features: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+    """(training, validation) features at trial_max_length: the trials train on these."""
 
 
 def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
     """Read the data set and the base, and build the features (at the data's length when a
-    search chooses it)."""
-    spec, hp = context.job.spec, context.job.spec.hyperparameters
+    search chooses it; the trials of a search whose choice is retrained see at most
+    `search_trial_max_length` tokens of each input, a fraction of the cost)."""
+    spec, hp, settings = context.job.spec, context.job.spec.hyperparameters, context.settings
     task = context.plugins.task(spec.task)
     with tracer.start_as_current_span("prepare"):
         train_rows, val_rows, labels = load_data(spec, task, context.datasets)
         base, previous = resolve_base(spec, context.repository)
         preprocessor = task.load_preprocessor(base)
+    rows = len(train_rows) + len(val_rows)
+    refit = (
+        search is not None
+        and not spec.validation_dataset_id
+        and rows <= settings.training.search_refit_rows
+    )
     with tracer.start_as_current_span("features"):
+        trial_length = hp.max_length
         if search is not None and "max_length" not in search.fixed:
-            length = data_max_length(task, context.settings, train_rows, preprocessor, hp)
+            length = data_max_length(task, settings, train_rows, preprocessor, hp)
             hp = hp.model_copy(update={"max_length": length})
+            trial_length = min(length, settings.training.search_trial_max_length or length)
+            trial_length = trial_length if refit else length
         train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
         val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
+        trial_features = (train_features, val_features)
+        if trial_length < hp.max_length:
+            trial_features = (
+                task.build_features(train_rows, preprocessor, labels, trial_length),
+                task.build_features(val_rows, preprocessor, labels, trial_length),
+            )
     return Prepared(
         task,
         base,
@@ -169,13 +192,16 @@ def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
         val_features,
         hp,
         previous,
+        refit,
+        trial_length,
+        trial_features,
     )
 
 
 def train_and_publish(context: JobContext) -> dict[str, Any]:
     """Search (or train once), retrain on all rows when the data is small, then export and
     publish. Training resumes from the last checkpoint, a search from its finished trials."""
-    job, store, settings = context.job, context.store, context.settings
+    job, store = context.job, context.store
     spec = job.spec
     search = spec.search if spec.search.enabled and spec.search.ranges() else None
     data = prepare(context, search)
@@ -215,20 +241,27 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
         )
         report["estimated_metrics"] = best.metrics
     else:
+        trial_length = data.trial_max_length
+        if trial_length < hp.max_length:
+            context.say(
+                f"trials see the first {trial_length} tokens of each input; the retraining "
+                f"on all rows, {hp.max_length}"
+            )
         with tracer.start_as_current_span("search"):
-            found = Search(context, search, hp, task).run(
+            found = Search(
+                context, search, hp.model_copy(update={"max_length": trial_length}), task
+            ).run(
                 lambda: task.build_model(data.base, data.labels),
                 data.collate,
-                data.train_features,
-                data.val_features,
+                *data.trial_features,
                 data.labels,
             )
         store.update(job.id, found.summary, {"metrics": found.metrics}, metrics=found.metrics)
         report["trials"] = found.trials
         report["estimated_metrics"] = found.metrics
-        hp = found.hyperparameters
+        hp = found.hyperparameters.model_copy(update={"max_length": hp.max_length})
         rows = len(data.train_rows) + len(val_rows)
-        if not spec.validation_dataset_id and rows <= settings.training.search_refit_rows:
+        if data.refit:
             hp = hp.model_copy(update={"epochs": found.best_epoch, "early_stopping_patience": 100})
             context.say(
                 f"retraining the chosen configuration on all {rows} labelled rows for "
@@ -236,12 +269,13 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
             )
             with tracer.start_as_current_span("refit"):
                 best = train_on_all_rows(context, data, hp)
+            at = f" (at {trial_length} tokens)" if trial_length < hp.max_length else ""
             report["retrained"] = True
             report["selection"] = (
                 f"{found.summary}; retrained on all {rows} labelled rows (the validation rows "
                 "too), so its fp32 and int8 figures are on rows it trained on: they check "
                 "quantization, not accuracy. estimated_metrics are the chosen configuration's "
-                f"on the {len(val_rows)} validation rows before retraining (optimistic by "
+                f"on the {len(val_rows)} validation rows before retraining{at} (optimistic by "
                 "the selection among trials)"
             )
         else:

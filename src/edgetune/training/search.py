@@ -4,8 +4,9 @@ run of the training loop, pruned on its per-epoch validation metric.
 The study lives in `<jobs_dir>/search.db` (SQLite, beside the job store) under the job's
 id, so a training process started again after a restart finds the finished trials and
 does not run them again; a trial the restart interrupted is marked failed and its
-hyperparameters are tried again. The first trial starts from `SEARCH_START` (for what the
-request did not set). No trial starts once the time budget is spent.
+hyperparameters are tried again. The first trial starts from `SEARCH_START` with the task's
+`search_start` over it (for what the request did not set). No trial starts once the time
+budget is spent.
 """
 
 from __future__ import annotations
@@ -209,8 +210,9 @@ class Search:
                 "its hyperparameters are tried again"
             )
         if not self.study.trials:
+            start = {**SEARCH_START, **self.task.search_start}
             self.study.enqueue_trial(
-                {name: clipped(SEARCH_START[name], d) for name, d in self.space.items()}
+                {name: clipped(start[name], d) for name, d in self.space.items()}
             )
 
     def _finished(self) -> list[FrozenTrial]:
