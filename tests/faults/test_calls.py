@@ -132,6 +132,17 @@ async def wait_for_counts(baseline: tuple[int, int]) -> tuple[int, int]:
     return settle_counts()
 
 
+async def fill_the_pool(server: RunningServer) -> None:
+    """Start every thread of the inference pool (it starts them one by one, as runs overlap:
+    a model that runs batches side by side grows it to its size on its own schedule)."""
+    workers = server.executor._max_workers  # type: ignore[attr-defined]
+    all_started = threading.Barrier(workers)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(
+        *(loop.run_in_executor(server.executor, all_started.wait, 10) for _ in range(workers))
+    )
+
+
 async def drop_classify_streams(
     stub, served: ServedModel, gated: GatedSession, watch: WatchedBatcher
 ) -> None:
@@ -167,6 +178,7 @@ async def test_a_client_that_drops_classify_stream_leaves_nothing_behind(server,
     served, gated, watch = await gated_model(server, stub)
     gated.gate.set()
     await drop_classify_streams(stub, served, gated, watch)  # pools reach their steady state
+    await fill_the_pool(server)
     baseline = await wait_for_counts((10**6, 10**6))
     runs, dropped = len(gated.batches), served.batcher.stats.dropped
     for _ in range(5):

@@ -213,6 +213,22 @@ async def test_a_batch_alone_on_the_model_holds_every_slot(executor) -> None:
     assert model.alone == [True, True]
 
 
+async def test_requests_waiting_for_two_free_slots_are_split_between_them(executor) -> None:
+    model = FakeModel()
+    model.gate.clear()
+    b = Batcher("fake:1", model.run, executor, 8, 0.0, 64, parallel_runs=2)
+    first = asyncio.ensure_future(b.submit([Text("a")], 0))
+    await held_in_predict(model)  # "a" alone holds both slots; the next four wait
+    rest = [asyncio.ensure_future(b.submit([Text(t)], 0)) for t in "bcde"]
+    await run_ready_tasks()
+    assert b.waiting == 4
+    model.gate.set()
+    await asyncio.gather(first, *rest)
+    # Both slots free, four waiting: two runs of two side by side, not one run of four.
+    assert model.batches[0] == ["a"] and sorted(model.batches[1:]) == [["b", "c"], ["d", "e"]]
+    assert model.alone == [True, False, False]
+
+
 async def test_an_input_error_reaches_only_its_request_with_its_own_index(executor) -> None:
     model = FakeModel()
     model.gate.clear()
@@ -297,8 +313,9 @@ async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) 
             assert served.batcher.waiting == len(texts) - 1
             gate.set()
             replies = await asyncio.gather(*calls)
-        # 32 requests, two ORT calls: the held one, then the 31 that waited, together.
-        assert served.batcher.stats.runs - before == 2
+        # 32 requests: the held run, then the 31 that waited, in one run a free slot (a
+        # model whose runs go side by side splits them: 16, then 15 into the one left).
+        assert served.batcher.stats.runs - before == 1 + served.parallel_runs
         for reply, single in zip(replies[:4], alone, strict=True):
             assert [(s.label, round(s.score, 5)) for s in reply.results[0].labels] == [
                 (s.label, round(s.score, 5)) for s in single.results[0].labels

@@ -93,6 +93,8 @@ class Batcher:
         self.stats = BatchStats()
         self._busy = 0
         """Slots taken by runs in flight (a run alone takes all of them)."""
+        self._queued_inputs = 0
+        """Inputs of the requests in the queue."""
         self._wake = asyncio.Event()
         """Set when a request arrives or a run ends: what the drain loop waits for."""
         self._runs: set[asyncio.Task[None]] = set()
@@ -112,6 +114,7 @@ class Batcher:
                 f"model {self.name!r}: {self._queue.maxsize} requests are already waiting; "
                 "retry later"
             ) from None
+        self._queued_inputs += len(inputs)
         self._wake.set()
         if self._worker is None:
             self._worker = asyncio.create_task(self._drain())
@@ -149,12 +152,12 @@ class Batcher:
             if self._busy >= self.parallel_runs:
                 await self._woken()
                 continue
-            first = carry if carry is not None else self._queue.get_nowait()
+            first = carry if carry is not None else self._take()
             if self._gave_up(first):
                 carry = None
                 continue
             batch = [first]
-            carry = await self._fill(batch)
+            carry = await self._fill(batch, self._share(first))
             batch = [pending for pending in batch if not self._gave_up(pending)]
             if not batch:
                 continue
@@ -171,6 +174,21 @@ class Batcher:
         # worker running (and its item was drained) or sees None and starts a new one.
         self._worker = None
 
+    def _take(self) -> _Pending:
+        pending = self._queue.get_nowait()
+        self._queued_inputs -= len(pending.inputs)
+        return pending
+
+    def _share(self, first: _Pending) -> int:
+        """Most inputs for the batch starting with first: with several free slots, the
+        waiting inputs are split between them (one batch a slot, run side by side) rather
+        than all taken by one run that leaves the other cores idle."""
+        free = self.parallel_runs - self._busy
+        if free <= 1:
+            return self.max_batch
+        waiting = len(first.inputs) + self._queued_inputs
+        return max(1, min(self.max_batch, -(-waiting // free)))
+
     async def _woken(self) -> None:
         self._wake.clear()
         await self._wake.wait()
@@ -180,11 +198,12 @@ class Batcher:
         self._busy -= slots
         self._wake.set()
 
-    async def _fill(self, batch: list[_Pending]) -> _Pending | None:
-        """Add waiting requests up to max_batch inputs; return one that did not fit."""
+    async def _fill(self, batch: list[_Pending], limit: int) -> _Pending | None:
+        """Add waiting requests up to `limit` inputs (a request that does not fit within
+        max_batch is returned, to start the next batch)."""
         size = sum(len(p.inputs) for p in batch)
         deadline = asyncio.get_running_loop().time() + self.max_delay_s
-        while size < self.max_batch:
+        while size < limit:
             try:
                 if self._queue.empty() and self.max_delay_s > 0:
                     remaining = deadline - asyncio.get_running_loop().time()
@@ -192,8 +211,9 @@ class Batcher:
                         break
                     async with asyncio.timeout(remaining):
                         item = await self._queue.get()
+                    self._queued_inputs -= len(item.inputs)
                 else:
-                    item = self._queue.get_nowait()
+                    item = self._take()
             except (asyncio.QueueEmpty, TimeoutError):
                 break
             if self._gave_up(item):
