@@ -342,7 +342,7 @@ class TrainingSettings(_Group):
     """Most tokens of each input a search's trials see when the chosen configuration is
     retrained on all rows at the data's length (search_max_length): the trials only rank
     configurations, and attention cost grows with the length. BBC News (800 articles,
-    256 tokens picked, sentence-classification): the default job took 870 s with trials
+    256 tokens picked, the cosine-head task): the default job took 870 s with trials
     at 128 tokens against 1,859 s with trials at 256 (an earlier run, other work beside
     it for part of it), choosing the same configuration and publishing a model with the
     same held-out accuracy (0.9747). 0 = trials at the data's length."""
