@@ -36,13 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
-from demo import minilm_folder
+from demo import TASKS, minilm_folder
 
 from edgetune.client import background_server
 from edgetune.exporters.evaluate import evaluate
 from edgetune.kit import classification_metrics, tfidf_logistic_regression
-from edgetune.plugins.sentence_classification import SentenceClassification
-from edgetune.plugins.text_classification import TextClassification
 from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -86,9 +84,6 @@ def score(predicted: list[str], rows: Rows, labels: list[str]) -> dict[str, floa
     return classification_metrics(
         np.array([index[p] for p in predicted]), np.array([index[r["label"]] for r in rows]), labels
     )
-
-
-TASKS = {task.name: task for task in (TextClassification(), SentenceClassification())}
 
 
 def run_job(

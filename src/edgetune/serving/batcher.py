@@ -161,9 +161,6 @@ class Batcher:
             batch = [pending for pending in batch if not self._gave_up(pending)]
             if not batch:
                 continue
-            if self.parallel_runs == 1:
-                await self._run(batch, alone=True)
-                continue
             alone = not self._busy and carry is None and self._queue.empty()
             slots = self.parallel_runs if alone else 1
             self._busy += slots

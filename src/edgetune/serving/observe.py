@@ -28,7 +28,7 @@ class Timing:
     ended_ns: int
     inputs: int
     small: bool = False
-    """Ran on the model's one-thread session for short runs."""
+    """Ran on the model's one-thread session (beside other runs, or small and alone)."""
 
     @property
     def tokenize_s(self) -> float:

@@ -330,8 +330,9 @@ class ModelRegistry:
         return self._session_options_for(model.intra_op_threads, model.intra_op_spinning)
 
     def _small_session_options(self, model: ModelSettings) -> ort.SessionOptions | None:
-        """Options of the one-thread session for short runs, or None when it would not
-        differ from the main one (one thread already, or not on CPU alone)."""
+        """Options of the model's one-thread session (runs side by side, small runs alone),
+        or None when it would not differ from the main one (one thread already, or not on
+        CPU alone) or is turned off."""
         if not self.settings.runtime.small_run_tokens or self.providers != [CPU]:
             return None
         if self._session_options(model).intra_op_num_threads <= 1:

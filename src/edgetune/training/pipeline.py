@@ -170,8 +170,9 @@ def prepare(context: JobContext, search: SearchSpec | None) -> Prepared:
         if search is not None and "max_length" not in search.fixed:
             length = data_max_length(task, settings, train_rows, preprocessor, hp)
             hp = hp.model_copy(update={"max_length": length})
-            trial_length = min(length, settings.training.search_trial_max_length or length)
-            trial_length = trial_length if refit else length
+            trial_length = length
+            if refit and settings.training.search_trial_max_length:
+                trial_length = min(length, settings.training.search_trial_max_length)
         train_features = task.build_features(train_rows, preprocessor, labels, hp.max_length)
         val_features = task.build_features(val_rows, preprocessor, labels, hp.max_length)
         trial_features = (train_features, val_features)
