@@ -225,7 +225,8 @@ class Task(ABC):
     """The metric the int8-vs-fp32 accuracy gate compares."""
 
     search_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1")
-    """Metrics of `compute_metrics` a hyperparameter search may maximize (higher is better)."""
+    """Metrics of `compute_metrics` a hyperparameter search may maximize: higher is better,
+    and 1 is a perfect score (a search stops at it)."""
     search_start: ClassVar[Mapping[str, float]] = {}
     """Where a hyperparameter search's first trial starts for this task's models, by
     hyperparameter name, over the server's defaults (for what the request does not set):

@@ -84,12 +84,12 @@ async def test_a_search_reports_its_trials_and_publishes_the_retrained_choice(
     assert result.estimated_metrics["f1"] == pytest.approx(best.metrics["f1"])
 
     # The published model is the retraining on all 40 rows with the chosen configuration,
-    # for the chosen trial's best number of epochs (5 steps an epoch at batch 8).
+    # for its epochs (5 steps an epoch at batch 8), whichever epoch was best in its trial.
     assert any("retraining the chosen configuration on all 40 labelled rows" in m for m in messages)
     refit = [p for p in progress if not p.trial]
-    assert refit and refit[-1].total_steps == best.best_epoch * 5
+    assert refit and refit[-1].total_steps == best.hyperparameters.epochs * 5
     assert result.hyperparameters.learning_rate == pytest.approx(best.hyperparameters.learning_rate)
-    assert result.hyperparameters.epochs == best.best_epoch
+    assert result.hyperparameters.epochs == best.hyperparameters.epochs
     assert "retrained on all 40 labelled rows" in result.selection
     manifest = ModelRepository(settings.models_dir).get("searched", 1).manifest
     assert manifest.training["hyperparameters"]["learning_rate"] == pytest.approx(
@@ -182,7 +182,7 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
         Hyperparameters(),
         TextClassification(),
     )
-    curves = [[0.5, 0.7, 0.8], [0.4, 0.6, 0.9], [0.45, 0.5, 0.55], [0.2, 0.9, 0.95]]
+    curves = [[0.5, 0.7, 0.8], [0.4, 0.9, 0.95], [0.6, 0.8, 0.9], [0.55, 0.6, 0.99]]
     stopped = []
     for curve in curves:
         trial = search.study.ask(search.space)
@@ -195,9 +195,29 @@ def test_a_trial_below_the_median_of_the_trials_before_it_is_pruned(tmp_path: Pa
             stopped.append((trial.number + 1, reporter.epochs_run))
         else:
             search.study.tell(trial, max(curve))
-    # Trials 1 and 2 always finish; trial 3 falls below their median at epoch 2 (0.5 <
-    # 0.65); trial 4 is below it at epoch 1 (0.2 < 0.45).
-    assert stopped == [(3, 2), (4, 1)]
+    # Trial 1 always finishes and is the reference: trial 2 is below it at epoch 1 (0.4 <
+    # 0.5); trial 3 is above it and finishes; trial 4 ties the median of trials 1 and 3
+    # at epoch 1 (0.55) and falls below it at epoch 2 (0.6 < 0.75).
+    assert stopped == [(2, 1), (4, 2)]
+
+
+async def test_a_trial_with_a_perfect_score_ends_the_search(finetuning) -> None:
+    # One word decides the label: the tiny BERT separates the two in its first epochs.
+    rows = [{"text": "good", "label": "positive"}, {"text": "bad", "label": "negative"}] * 20
+    search = pb.Search(
+        trials=3,
+        time_budget_minutes=30,  # not the default budget: only the perfect score stops it
+        space={"learning_rate": pb.Range(low=5e-3, high=1e-2), "epochs": pb.Range(low=2, high=3)},
+    )
+    examples = pb.Examples(examples=[pb.Example(**r) for r in rows])
+    job, events = await run_to_end(finetuning, request(search=search, examples=examples))
+    messages = [e.message for e in events]
+    assert job.state == pb.JOB_STATE_SUCCEEDED, (job.error, messages)
+    assert [(t.number, t.value) for t in job.result.trials] == [(1, 1.0)]
+    assert (
+        "trial 1 scored a perfect f1 on the 8 validation rows: no configuration can rank "
+        "above it there, so the search stops" in messages
+    )
 
 
 def job_context(job, settings, store, workdir):

@@ -263,10 +263,15 @@ def train_and_publish(context: JobContext) -> dict[str, Any]:
         hp = found.hyperparameters.model_copy(update={"max_length": hp.max_length})
         rows = len(data.train_rows) + len(val_rows)
         if data.refit:
-            hp = hp.model_copy(update={"epochs": found.best_epoch, "early_stopping_patience": 100})
+            # For the configuration's epochs, its whole learning-rate schedule, not the
+            # trial's best epoch: a split this small cannot place the best epoch (BBC News,
+            # 161 rows: f1 1.0, 0.988, 0.994 at epochs 1-3 while the loss fell), and
+            # the retraining has a quarter more rows. 800 articles, 4 epochs: 0.9747
+            # held out; after the first of them, 0.927.
+            hp = hp.model_copy(update={"early_stopping_patience": 100})
             context.say(
-                f"retraining the chosen configuration on all {rows} labelled rows for "
-                f"{found.best_epoch} epochs"
+                f"retraining the chosen configuration on all {rows} labelled rows for its "
+                f"{hp.epochs} epochs (its trial's best epoch: {found.best_epoch})"
             )
             with tracer.start_as_current_span("refit"):
                 best = train_on_all_rows(context, data, hp)

@@ -6,7 +6,7 @@ id, so a training process started again after a restart finds the finished trial
 does not run them again; a trial the restart interrupted is marked failed and its
 hyperparameters are tried again. The first trial starts from `SEARCH_START` with the task's
 `search_start` over it (for what the request did not set). No trial starts once the time
-budget is spent.
+budget is spent, or once a trial scored perfectly on the validation rows.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ BEST_DIR = "best"
 until a better trial replaces it (so the checkpoint on disk always matches the study)."""
 MAX_FAILURES = 3
 """Failed trials in one training process after which the search gives up."""
+PERFECT = 1.0
+"""The highest score of every search metric (`Task.search_metrics` are at most 1): once a
+trial reaches it, the validation rows cannot tell a better configuration from it, and more
+trials would only be chosen on noise (the validation loss)."""
 LOG_SCALE = frozenset({"learning_rate"})
 STATE_NAMES = {
     TrialState.COMPLETE: "complete",
@@ -191,9 +195,11 @@ class Search:
             direction="maximize",
             # Seeded: the same job asks the same hyperparameters in the same order.
             sampler=optuna.samplers.TPESampler(seed=hp.seed, n_startup_trials=3),
-            # Stop a trial whose epoch-N metric is below the median of the trials before
-            # it at epoch N; the first two trials always run to their end.
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            # Stop a trial whose best metric by epoch N is below the median of the complete
+            # trials before it at epoch N (from the second trial on: the first is the
+            # reference), so a search costs about its first trial plus an epoch or two
+            # of each hopeless one.
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
             load_if_exists=True,
         )
 
@@ -254,6 +260,13 @@ class Search:
                 self._event(
                     f"time budget of {budget / 60:.1f} min spent after "
                     f"{len(self._finished())} trials"
+                )
+                break
+            if (best := self._best()) is not None and (best.value or 0.0) >= PERFECT:
+                self._event(
+                    f"trial {best.number + 1} scored a perfect {self.metric} on the "
+                    f"{len(validation_features)} validation rows: no configuration can rank "
+                    "above it there, so the search stops"
                 )
                 break
             if not self._trial(
