@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from opentelemetry import trace
 
 from edgetune.errors import ResourceExhausted, quoted
@@ -329,6 +330,9 @@ def run_training(
     best = max(checkpoints, key=lambda c: rank(task, c.metrics), default=None)
     if last is not None:
         context.say(f"resuming after epoch {last.epoch} from its checkpoint")
+    # A fresh head is drawn from torch's generator: seeded, the same seed gives the same
+    # model on every runner (the generator's state at this point differs between them).
+    torch.manual_seed(hp.seed)
     return train(
         task,
         task.build_model(last.path if last else data.base, data.labels),
