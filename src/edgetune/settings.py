@@ -371,6 +371,14 @@ class TrainingSettings(_Group):
     """The Ray cluster's dashboard (Jobs API) address for job_runner "ray", e.g.
     `http://127.0.0.1:8265`."""
 
+    ray_shared_home: bool = True
+    """Whether the Ray nodes see the server's home at the same path (one machine, or a
+    shared file system). False: each Ray job gets its data sets, base folder and job record
+    in its working_dir package, keeps its own job store and checkpoints on its node, and
+    sends every event back through its log stream, which the server records; the model
+    repository must then be one the nodes reach (repository_url s3://..., or
+    repository_dir on a shared mount)."""
+
 
 class ObservabilitySettings(_Group):
     """Metrics, the request log and the server's log level."""

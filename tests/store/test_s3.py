@@ -1,4 +1,4 @@
-"""The model repository in S3, against moto's S3 server on loopback (tests/store/conftest.py):
+"""The model repository in S3, against moto's S3 server on loopback (tests/conftest.py):
 publish order, the read-through cache and its checks, racing publishers, alias moves seen
 by another replica, errors, the URL setting."""
 

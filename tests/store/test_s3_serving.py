@@ -1,5 +1,5 @@
 """Servers, training processes and the CLI over an S3 repository (moto's S3 server on
-loopback, tests/store/conftest.py): serving and following a publish, a missing bucket, a
+loopback, tests/conftest.py): serving and following a publish, a missing bucket, a
 fine-tune job and import-model publishing into the bucket."""
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ from edgetune.client import free_port
 from edgetune.errors import InvalidArgument
 from edgetune.server.app import start_server
 from edgetune.settings import Settings
-from edgetune.training.jobstore import EVENT_MARKER, JobStore
+from edgetune.store.s3_client import s3_client
+from edgetune.training.jobstore import EVENT_MARKER, REMOTE_MARKER, JobStore
 from edgetune.training.spec import JobState
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
@@ -113,9 +114,11 @@ def start_ray_head(temp: str) -> tuple[int, int, str]:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
+def ray_head(endpoint: str) -> Iterator[str]:
     """A Ray head with its dashboard (the Jobs API) on loopback; its address. A start that
-    fails (a port picked here taken meanwhile by another process) is tried again, twice."""
+    fails (a port picked here taken meanwhile by another process) is tried again, twice.
+    It starts with moto's S3 endpoint and credentials in its environment, as a cluster has
+    its own credentials for the bucket (the server does not send its AWS_* variables)."""
     # Short: Ray's socket paths under the temp dir must fit in 107 bytes.
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     groups = []
@@ -272,6 +275,116 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
     assert not any("resum" in m for m in messages), messages
     assert not (ray_settings.jobs_dir / job.id).exists()  # partial files removed
     assert not (ray_settings.models_dir / "reattached").exists()
+
+
+async def test_a_ray_job_away_from_the_server_s_home_reports_each_event_once(
+    ray_settings, plugins, tiny_bert, ray_head, bucket
+) -> None:
+    """ray_shared_home false: the job's data set and base travel in its package, it trains
+    with a home of its own on the node, and its events reach the server's store through the
+    log stream; a server restarted mid-job reads that log again from its start and records
+    nothing twice; the model is published to the shared S3 repository and served."""
+    settings = ray_settings.replace(ray_shared_home=False, repository_url=f"s3://{bucket}/m")
+    first = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            dataset = await upload(stub, jsonl(sentiment_rows(80)))
+            job = await stub.CreateJob(
+                pb.CreateJobRequest(
+                    task="text-classification",
+                    base_path=str(tiny_bert),
+                    dataset_id=dataset.id,
+                    model_name="away",
+                    hyperparameters=pb.Hyperparameters(
+                        epochs=4, learning_rate=1e-3, batch_size=8, max_length=16
+                    ),
+                    auto_promote=True,
+                )
+            )
+            await wait_for_event(stub, job.id, "epoch 1 validation")
+            # Its checkpoint of epoch 1 is on the node: none in the server's home.
+            assert not (settings.jobs_dir / job.id / "checkpoints").exists()
+    finally:
+        await first.stop(1)
+    second = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            events = await watch_to_end(stub, job.id)
+            final = await stub.GetJob(pb.GetJobRequest(id=job.id))
+            messages = [e.message for e in events]
+            assert final.state == pb.JOB_STATE_SUCCEEDED, (final.error, messages)
+            assert any(
+                m.startswith("the server restarted; it follows the training") for m in messages
+            )
+            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+            for epoch in range(1, 5):
+                assert len([m for m in messages if m.startswith(f"epoch {epoch} validation")]) == 1
+            assert len([e for e in events if "accuracy" in e.metrics]) == 4
+            assert (final.result.model_name, final.result.version) == ("away", "1")
+            reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
+                ipb.ClassifyRequest(model="away", inputs=[ipb.Input(text="great fun")])
+            )
+            assert reply.version == "1"
+    finally:
+        await second.stop(0)
+    info = ray_client(ray_head).get_job_info(job.id)
+    assert info.entrypoint.endswith("--package .")
+    assert info.runtime_env["working_dir"].startswith("gcs://")  # uploaded with the submission
+    assert REMOTE_MARKER in ray_client(ray_head).get_job_logs(job.id)
+    assert submissions(ray_head, job.id) == [job.id]
+    assert not (settings.jobs_dir / job.id / "package").exists()  # removed once uploaded
+    published = s3_client().list_objects_v2(Bucket=bucket, Prefix="m/away/1/manifest.json")
+    assert published["KeyCount"] == 1
+
+
+async def test_a_ray_job_scores_what_a_local_job_scores_with_the_same_seed(
+    ray_settings, plugins, tiny_bert, bucket
+) -> None:
+    """The same data, hyperparameters and seed, trained by the local runner and by Ray away
+    from the server's home: the same model, so the same figures on the validation rows."""
+    results = {}
+    for runner, settings in (
+        ("local", ray_settings.replace(home=ray_settings.home / "local", job_runner="local")),
+        ("ray", ray_settings.replace(ray_shared_home=False, repository_url=f"s3://{bucket}/m")),
+    ):
+        running = await start_server(settings, plugins)
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = finetuning_pb2_grpc.FineTuningStub(channel)
+                dataset = await upload(stub, jsonl(sentiment_rows(80, seed=5)))
+                job = await stub.CreateJob(
+                    pb.CreateJobRequest(
+                        task="text-classification",
+                        base_path=str(tiny_bert),
+                        dataset_id=dataset.id,
+                        model_name="twin",
+                        hyperparameters=pb.Hyperparameters(
+                            epochs=5, learning_rate=3e-3, batch_size=8, max_length=16, seed=7
+                        ),
+                    )
+                )
+                await watch_to_end(stub, job.id)
+                final = await stub.GetJob(pb.GetJobRequest(id=job.id))
+                assert final.state == pb.JOB_STATE_SUCCEEDED, (runner, final.error)
+                results[runner] = final.result
+        finally:
+            await running.stop(0)
+    local, ray = results["local"], results["ray"]
+    assert local.estimated_metrics["accuracy"] > 0.6  # it learned something to compare
+    for name in ("estimated_metrics", "fp32_metrics", "int8_metrics"):
+        ours, theirs = dict(getattr(ray, name)), dict(getattr(local, name))
+        # The loss agrees to float noise (the two processes' math libraries may sum in
+        # another order: 0.69311 vs 0.69318 seen); every count-based figure is the same.
+        assert ours.pop("loss", 0.0) == pytest.approx(theirs.pop("loss", 0.0), rel=1e-3)
+        assert ours == theirs, name
+
+
+@pytest.mark.settings(job_runner="ray", ray_address="http://127.0.0.1:1", ray_shared_home=False)
+async def test_ray_away_from_the_home_needs_a_repository_the_nodes_reach(settings, plugins) -> None:
+    with pytest.raises(InvalidArgument, match=r"setting EDGETUNE_RAY_SHARED_HOME: false needs"):
+        await start_server(settings, plugins)
 
 
 def worker_pids(job_id: str) -> list[int]:

@@ -39,6 +39,12 @@ EVENTS_STDOUT = "EDGETUNE_JOB_EVENTS_STDOUT"
 """Set ("1") by a runner that reads the training process's output (Ray): the process then
 prints EVENT_MARKER and the job id on a line of its own per event, instead of a pipe."""
 EVENT_MARKER = "edgetune-job-event "
+REMOTE_MARKER = "edgetune-job-record "
+"""Prefix of the line a training process with a job store of its own (a Ray job away from
+the server's home: `training/package.py`) prints per event: the event and the job's
+fields after it, as JSON, which the server records in its store (`record_remote`)."""
+REMOTE_FIELDS = ("state", "progress", "metrics", "result", "error", "finished")
+"""The job's columns such a process owns; the server keeps the rest (attempts, pid...)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,6 +71,12 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL,
     data TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS remote_events (
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (job_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     job_id TEXT NOT NULL REFERENCES jobs (id),
@@ -291,6 +303,63 @@ class JobStore:
             self._event(db, job_id, JobState(row["state"]), message, data)
         self._notify(job_id)
 
+    def adopt(self, job: Job) -> None:
+        """Insert a copy of a job row of another store: a training process away from the
+        server's home keeps its job in a store of its own (`training/package.py`)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO jobs (id, created, state, spec, progress, metrics, "
+                "result, error, started, finished, pid, attempts) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.id,
+                    job.created,
+                    str(job.state),
+                    job.spec.model_dump_json(),
+                    json.dumps(job.progress),
+                    json.dumps(job.metrics),
+                    json.dumps(job.result),
+                    job.error,
+                    job.started,
+                    job.finished,
+                    job.pid,
+                    job.attempts,
+                ),
+            )
+
+    def record_remote(self, job_id: str, attempt: int, record: dict[str, Any]) -> bool:
+        """Record one event a training process with a store of its own printed (a
+        REMOTE_MARKER line): its event, and the job's REMOTE_FIELDS as they were after it.
+        Exactly once: a record of another attempt, of a job already final, or seen before
+        (the log read again from its start after a restart) changes nothing.
+
+        :raises ValueError: the record is not one (a field missing or of the wrong kind).
+        """
+        seq, fields = int(record["seq"]), record["fields"]
+        state = JobState(record["state"])
+        columns = {name: _encode(fields[name]) for name in REMOTE_FIELDS if name in fields}
+        if "state" in columns:
+            columns["state"] = str(JobState(columns["state"]))
+        assignments = ", ".join(f"{column} = ?" for column in columns) or "id = id"
+        with self._write() as db:
+            row = db.execute("SELECT state, attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or JobState(row["state"]) in FINAL_STATES or row["attempts"] != attempt:
+                return False
+            seen = db.execute(
+                "SELECT seq FROM remote_events WHERE job_id = ? AND attempt = ?", (job_id, attempt)
+            ).fetchone()
+            if seen is not None and seq <= seen["seq"]:
+                return False
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job_id))
+            self._event(
+                db, job_id, state, str(record["message"]), dict(record["data"]), record["time"]
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO remote_events VALUES (?, ?, ?)", (job_id, attempt, seq)
+            )
+        self._notify(job_id)
+        return True
+
     # -- events -------------------------------------------------------------------------
 
     def _event(
@@ -300,11 +369,12 @@ class JobStore:
         state: JobState,
         message: str,
         data: dict[str, Any],
+        time: str = "",
     ) -> None:
         db.execute(
             "INSERT INTO events (job_id, seq, time, state, message, data) "
             "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ? FROM events WHERE job_id = ?",
-            (job_id, utc_now(), str(state), message, json.dumps(data), job_id),
+            (job_id, time or utc_now(), str(state), message, json.dumps(data), job_id),
         )
 
     def events(self, job_id: str, after: int = 0) -> list[Event]:
@@ -393,6 +463,35 @@ def _stdout_notifier(job_id: str) -> None:
     with contextlib.suppress(OSError, ValueError):  # stdout closed: no one reads it
         sys.stdout.write(f"{EVENT_MARKER}{job_id[:MAX_JOB_ID]}\n")
         sys.stdout.flush()
+
+
+class RemoteRecorder:
+    """`on_event` of a training process's own job store (away from the server's home):
+    prints each new event, with the job's REMOTE_FIELDS after it, as a REMOTE_MARKER line
+    on stdout, which reaches the server through the runner's log stream."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.seq = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, job_id: str) -> None:
+        with self._lock:
+            job = self.store.get(job_id)
+            fields = {name: getattr(job, name) for name in REMOTE_FIELDS}
+            fields["state"] = str(job.state)
+            for event in self.store.events(job_id, self.seq):
+                record = {
+                    "seq": event.seq,
+                    "time": event.time,
+                    "state": str(event.state),
+                    "message": event.message,
+                    "data": event.data,
+                    "fields": fields,
+                }
+                sys.stdout.write(f"{REMOTE_MARKER}{json.dumps(record)}\n")
+                self.seq = event.seq
+            sys.stdout.flush()
 
 
 def _encode(value: Any) -> Any:

@@ -22,23 +22,37 @@ Why the Ray Jobs API (`JobSubmissionClient`) and not Ray Core (a remote task or 
   same code on both runners.
 
 What the Ray workers need: the same edgetune (with the `train` extra) as `python` on the
-node that runs the job, and the server's home (`EDGETUNE_HOME`: the job store
-`jobs/jobs.db`, checkpoints, data sets, bases) at the same path, i.e. one machine or a
-shared file system. The model repository is whatever the settings name (a shared folder
-or `s3://`; for S3 the cluster's own credentials are used: AWS_* variables are not sent).
-The job gets the server's settings as EDGETUNE_* variables (and OTEL_*, the trace
-context) in its runtime environment; the worker writes its events to the job store as it
-does locally and prints a marker line per event on stdout, which reaches the server
-through the log stream and wakes the watchers (there is no pipe across machines).
+node that runs the job, and either
+
+- the server's home (`EDGETUNE_HOME`: the job store `jobs/jobs.db`, checkpoints, data sets,
+  bases) at the same path, i.e. one machine or a shared file system (`ray_shared_home`,
+  the default): the worker writes its events to the job store as it does locally and
+  prints a marker line per event on stdout, which reaches the server through the log
+  stream and wakes the watchers (there is no pipe across machines); or
+- nothing of it (`ray_shared_home` false): the job's data sets, base folder and record go
+  to the cluster as the Ray job's working_dir (a job package, `training/package.py`); the
+  worker keeps its own job store and checkpoints on its node and prints each event with
+  the job's fields as a record line, which the server writes into its own store, once
+  (a log read again after a restart repeats none). An attempt whose node is lost starts
+  again from the start: its checkpoints were on that node.
+
+The model repository is whatever the settings name (a shared folder or `s3://`; for S3 the
+cluster's own credentials are used: AWS_* variables are not sent). The job gets the
+server's settings as EDGETUNE_* variables (and OTEL_*, the trace context) in its runtime
+environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import math
 import shlex
+import shutil
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -47,7 +61,15 @@ from edgetune.errors import InvalidArgument, Unavailable
 from edgetune.runner import WORKER_MODULE, JobRunner, RunHandle
 from edgetune.settings import Settings
 from edgetune.tracing import TRACEPARENT
-from edgetune.training.jobstore import EVENT_MARKER, EVENTS_FD, EVENTS_STDOUT, Job
+from edgetune.training.jobstore import (
+    EVENT_MARKER,
+    EVENTS_FD,
+    EVENTS_STDOUT,
+    REMOTE_MARKER,
+    Job,
+    JobStore,
+)
+from edgetune.training.package import build_package
 from edgetune.training.signals import JobSignals
 
 log = logging.getLogger(__name__)
@@ -78,6 +100,10 @@ class RayRunner(JobRunner):
         self.address = ""
         self.stop_wait_s = 10
         self._client: Any = None
+        self._settings: Settings | None = None
+        self._store: JobStore | None = None
+        """Where the records of jobs away from the server's home are written; None while
+        the nodes share the home (the workers write the store themselves)."""
 
     def configure(self, settings: Settings) -> None:
         if find_spec("ray") is None:
@@ -92,9 +118,23 @@ class RayRunner(JobRunner):
             )
         if settings.training.ray_address != self.address:
             self._client = None
+        runtime = settings.runtime
+        if not settings.training.ray_shared_home and not (
+            runtime.repository_dir or runtime.repository_url.startswith(("s3://", "file://"))
+        ):
+            raise InvalidArgument(
+                "setting EDGETUNE_RAY_SHARED_HOME: false needs a model repository the Ray "
+                "nodes reach (EDGETUNE_REPOSITORY_URL=s3://bucket/prefix, or "
+                "EDGETUNE_REPOSITORY_DIR on a shared mount); the default <home>/models is "
+                "on the server's disk only"
+            )
         self.address = settings.training.ray_address
         # Ray's own grace between SIGTERM and SIGKILL when a job is stopped: the cancel's.
         self.stop_wait_s = max(1, math.ceil(settings.training.cancel_grace_s))
+        self._settings = settings
+        self._store = None
+        if not settings.training.ray_shared_home:
+            self._store = JobStore(settings.jobs_dir / "jobs.db", on_event=lambda job_id: None)
 
     async def _connect(self) -> Any:
         if self._client is None:
@@ -129,17 +169,53 @@ class RayRunner(JobRunner):
                 "PYTHONUNBUFFERED": "1",
                 "RAY_JOB_STOP_WAIT_TIME_S": str(self.stop_wait_s),
             }
-            await asyncio.to_thread(
-                client.submit_job,
-                entrypoint=f"python -m {WORKER_MODULE} --job {shlex.quote(job.id)}",
-                submission_id=sid,
-                runtime_env={"env_vars": job_env},
-                metadata={"edgetune_job": job.id, "edgetune_attempt": str(attempt)},
-                entrypoint_num_cpus=1,
-            )
+            entrypoint = f"python -m {WORKER_MODULE} --job {shlex.quote(job.id)}"
+            runtime_env: dict[str, Any] = {"env_vars": job_env}
+            package = workdir / "package"
+            if self._store is not None and self._settings is not None:
+                # The entrypoint runs in the working_dir, unpacked on the node.
+                await asyncio.to_thread(build_package, self._settings, job, attempt, package)
+                runtime_env["working_dir"] = str(package)
+                entrypoint += " --package ."
+            try:
+                await asyncio.to_thread(
+                    client.submit_job,
+                    entrypoint=entrypoint,
+                    submission_id=sid,
+                    runtime_env=runtime_env,
+                    metadata={"edgetune_job": job.id, "edgetune_attempt": str(attempt)},
+                    entrypoint_num_cpus=1,
+                )
+            finally:  # submit_job uploaded it to the cluster, or failed
+                shutil.rmtree(package, ignore_errors=True)
         # else: a server that died between submitting and recording it submitted this
         # attempt already; follow that one rather than start the job twice.
-        return RayHandle(client, sid, self.address, job.id, workdir / "worker.log", signals)
+        return self._handle(client, job.id, attempt, workdir, signals)
+
+    def _handle(
+        self,
+        client: Any,
+        job_id: str,
+        attempt: int,
+        workdir: Path,
+        signals: JobSignals,
+        note: str = "",
+    ) -> RayHandle:
+        """A handle following attempt `attempt` of job_id; it writes the attempt's record
+        lines into the server's store when the workers do not write it themselves."""
+        record = None
+        if self._store is not None:
+            record = functools.partial(_record, self._store, job_id, attempt)
+        return RayHandle(
+            client,
+            submission_id(job_id, attempt),
+            self.address,
+            job_id,
+            workdir / "worker.log",
+            signals,
+            note,
+            record,
+        )
 
     async def reattach(self, job: Job, workdir: Path, signals: JobSignals) -> RunHandle | None:
         client = await self._connect()
@@ -147,7 +223,16 @@ class RayRunner(JobRunner):
         if await asyncio.to_thread(_info, client, sid) is None:
             return None  # the cluster has no such job (it was restarted): resume or fail
         note = f"--- the server restarted; the log of Ray job {sid} again from its start ---\n"
-        return RayHandle(client, sid, self.address, job.id, workdir / "worker.log", signals, note)
+        return self._handle(client, job.id, job.attempts, workdir, signals, note)
+
+
+def _record(store: JobStore, job_id: str, attempt: int, lines: list[str]) -> None:
+    """Write an attempt's record lines (REMOTE_MARKER) into the server's store."""
+    for line in lines:
+        try:
+            store.record_remote(job_id, attempt, json.loads(line[len(REMOTE_MARKER) :]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("Ray job of %s: a record line that is none: %s", job_id, exc)
 
 
 def _info(client: Any, sid: str) -> Any:
@@ -172,6 +257,7 @@ class RayHandle(RunHandle):
         log_path: Path,
         signals: JobSignals,
         note: str = "",
+        record: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.client = client
         self.submission_id = sid
@@ -179,9 +265,15 @@ class RayHandle(RunHandle):
         self.where = f"Ray job {sid} on {address}"
         self.signals = signals
         self._log_path = log_path
-        self._follower = asyncio.create_task(self._follow(note))
+        self._note = note
+        self._record = record
+        self._follower: asyncio.Task[int] | None = None
 
     async def wait(self) -> int:
+        # Following starts here, once the manager recorded the attempt, so the first record
+        # lines find the job in it.
+        if self._follower is None:
+            self._follower = asyncio.create_task(self._follow(self._note))
         return await asyncio.shield(self._follower)
 
     async def terminate(self) -> None:
@@ -194,6 +286,8 @@ class RayHandle(RunHandle):
             await asyncio.to_thread(self.client.stop_job, self.submission_id)
 
     async def detach(self) -> None:
+        if self._follower is None:
+            return
         self._follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._follower
@@ -215,7 +309,10 @@ class RayHandle(RunHandle):
                         log_file.flush()
                         lines = (pending + chunk).split("\n")
                         pending = lines.pop()
-                        if any(line.startswith(EVENT_MARKER) for line in lines):
+                        records = [line for line in lines if line.startswith(REMOTE_MARKER)]
+                        if records and self._record is not None:
+                            await asyncio.to_thread(self._record, records)
+                        if records or any(line.startswith(EVENT_MARKER) for line in lines):
                             self.signals.notify(self.job_id)
                     info = await asyncio.to_thread(_info, self.client, self.submission_id)
                 except Exception as exc:  # the stream or the cluster went away

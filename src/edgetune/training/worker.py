@@ -2,7 +2,8 @@
 
 Started by the server's job manager, one process per running job, so training never runs
 on the server's event loop or threads: a child of the server, or a Ray job (the job
-runner, `edgetune.runner`). It reads its job from the job store, trains,
+runner, `edgetune.runner`). It reads its job from the job store (or, with `--package`, from
+a job package: a Ray job away from the server's home, `training/package.py`), trains,
 exports, quantizes, gates and publishes, writing progress and state back to the store.
 SIGTERM cancels it; it dies with the server (PR_SET_PDEATHSIG), and the server then resumes
 or fails the job on its next start. `EDGETUNE_TEST_FAULT` (tests only; unset, it does
@@ -34,6 +35,7 @@ from edgetune.training.datasets import DatasetStore
 from edgetune.training.faults import Faults
 from edgetune.training.jobstore import Job, JobStore
 from edgetune.training.loop import Cancelled
+from edgetune.training.package import open_package
 from edgetune.training.pipeline import run_job
 from edgetune.training.spec import JobState
 
@@ -67,10 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     """Run one job to a final state."""
     parser = argparse.ArgumentParser(description="edgetune training process")
     parser.add_argument("--job", required=True)
+    parser.add_argument(
+        "--package",
+        type=Path,
+        help="run from this job package instead of the server's home (training/package.py)",
+    )
     args = parser.parse_args(argv)
     die_with_parent()
     cancel = CancelFlag()
     settings = load_settings()
+    if args.package is not None:
+        settings, store, job = open_package(settings, args.package.resolve(), args.job)
+    else:
+        store = JobStore(settings.jobs_dir / "jobs.db")
+        job = store.get(args.job)
     logging.basicConfig(
         level=settings.observability.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -79,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(settings.training.train_threads or _cores())
-    store = JobStore(settings.jobs_dir / "jobs.db")
-    job = store.get(args.job)
     workdir = settings.jobs_dir / job.id
     plugins = build_plugins(
         settings.server.plugins, autoload=not settings.server.disable_plugin_autoload
