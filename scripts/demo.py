@@ -195,7 +195,7 @@ def main() -> None:
         else:
             print(
                 f"fine-tuning all-MiniLM-L6-v2 on {len(train)} BBC articles "
-                "with a hyperparameter search (about 15 minutes on 2 cores) ...",
+                "with a hyperparameter search (about 10 minutes on 2 cores) ...",
                 flush=True,
             )
             fine_tune(address, home, train)
