@@ -142,6 +142,18 @@ def ray_settings(settings: Settings, ray_head: str) -> Settings:
     return settings.replace(job_runner="ray", ray_address=ray_head, cancel_grace_s=5)
 
 
+def job_request(base: Path, name: str, hyperparameters, **fields) -> pb.CreateJobRequest:
+    """A text-classification job on the tiny BERT folder base (data: `dataset_id` or
+    `examples` in fields)."""
+    return pb.CreateJobRequest(
+        task="text-classification",
+        base_path=str(base),
+        model_name=name,
+        hyperparameters=hyperparameters,
+        **fields,
+    )
+
+
 def ray_client(address: str):
     from ray.job_submission import JobSubmissionClient
 
@@ -177,14 +189,7 @@ async def test_a_job_trains_on_ray_and_its_model_is_served(
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
             dataset = await upload(stub, jsonl(sentiment_rows(80)))
             job = await stub.CreateJob(
-                pb.CreateJobRequest(
-                    task="text-classification",
-                    base_path=str(tiny_bert),
-                    dataset_id=dataset.id,
-                    model_name="on-ray",
-                    hyperparameters=FAST,
-                    auto_promote=True,
-                )
+                job_request(tiny_bert, "on-ray", FAST, dataset_id=dataset.id, auto_promote=True)
             )
             events = await watch_to_end(stub, job.id)
             final = await stub.GetJob(pb.GetJobRequest(id=job.id))
@@ -225,13 +230,7 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
             dataset = await upload(stub, jsonl(sentiment_rows(200)))
             job = await stub.CreateJob(
-                pb.CreateJobRequest(
-                    task="text-classification",
-                    base_path=str(tiny_bert),
-                    dataset_id=dataset.id,
-                    model_name="reattached",
-                    hyperparameters=SLOW,
-                )
+                job_request(tiny_bert, "reattached", SLOW, dataset_id=dataset.id)
             )
             await wait_for_event(stub, job.id, "epoch 1 validation")
     finally:
@@ -291,14 +290,11 @@ async def test_a_ray_job_away_from_the_server_s_home_reports_each_event_once(
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
             dataset = await upload(stub, jsonl(sentiment_rows(80)))
             job = await stub.CreateJob(
-                pb.CreateJobRequest(
-                    task="text-classification",
-                    base_path=str(tiny_bert),
+                job_request(
+                    tiny_bert,
+                    "away",
+                    pb.Hyperparameters(epochs=4, learning_rate=1e-3, batch_size=8, max_length=16),
                     dataset_id=dataset.id,
-                    model_name="away",
-                    hyperparameters=pb.Hyperparameters(
-                        epochs=4, learning_rate=1e-3, batch_size=8, max_length=16
-                    ),
                     auto_promote=True,
                 )
             )
@@ -355,14 +351,13 @@ async def test_a_ray_job_scores_what_a_local_job_scores_with_the_same_seed(
                 stub = finetuning_pb2_grpc.FineTuningStub(channel)
                 dataset = await upload(stub, jsonl(sentiment_rows(80, seed=5)))
                 job = await stub.CreateJob(
-                    pb.CreateJobRequest(
-                        task="text-classification",
-                        base_path=str(tiny_bert),
-                        dataset_id=dataset.id,
-                        model_name="twin",
-                        hyperparameters=pb.Hyperparameters(
+                    job_request(
+                        tiny_bert,
+                        "twin",
+                        pb.Hyperparameters(
                             epochs=5, learning_rate=3e-3, batch_size=8, max_length=16, seed=7
                         ),
+                        dataset_id=dataset.id,
                     )
                 )
                 await watch_to_end(stub, job.id)
