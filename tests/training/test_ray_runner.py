@@ -376,6 +376,40 @@ async def test_a_ray_job_scores_what_a_local_job_scores_with_the_same_seed(
         assert ours == theirs, name
 
 
+async def test_a_job_whose_package_cannot_be_written_fails_saying_so(
+    ray_settings, plugins, tiny_bert, bucket, monkeypatch
+) -> None:
+    import errno
+
+    from edgetune.training import ray_runner
+
+    def no_room(settings, job, attempt, folder):
+        folder.mkdir(parents=True)
+        (folder / "job.json").write_text("{")  # written in part when the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ray_runner, "build_package", no_room)
+    settings = ray_settings.replace(ray_shared_home=False, repository_url=f"s3://{bucket}/m")
+    running = await start_server(settings, plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            examples = pb.Examples(examples=[pb.Example(**r) for r in sentiment_rows(40)])
+            job = await stub.CreateJob(job_request(tiny_bert, "no-room", FAST, examples=examples))
+            await watch_to_end(stub, job.id)
+            final = await stub.GetJob(pb.GetJobRequest(id=job.id))
+    finally:
+        await running.stop(0)
+    assert final.state == pb.JOB_STATE_FAILED
+    assert final.error == (
+        f"the training process could not be started: job {job.id} could not be submitted to "
+        f"the Ray cluster at {ray_settings.training.ray_address}: OSError: [Errno 28] No space "
+        "left on device"
+    )
+    assert not (settings.jobs_dir / job.id / "package").exists()
+    assert submissions(ray_settings.training.ray_address, job.id) == []
+
+
 @pytest.mark.settings(job_runner="ray", ray_address="http://127.0.0.1:1", ray_shared_home=False)
 async def test_ray_away_from_the_home_needs_a_repository_the_nodes_reach(settings, plugins) -> None:
     with pytest.raises(InvalidArgument, match=r"setting EDGETUNE_RAY_SHARED_HOME: false needs"):

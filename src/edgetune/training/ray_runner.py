@@ -33,8 +33,8 @@ node that runs the job, and either
   to the cluster as the Ray job's working_dir (a job package, `training/package.py`); the
   worker keeps its own job store and checkpoints on its node and prints each event with
   the job's fields as a record line, which the server writes into its own store, once
-  (a log read again after a restart repeats none). An attempt whose node is lost starts
-  again from the start: its checkpoints were on that node.
+  (a log read again after a restart repeats none). Its checkpoints stay on the node: a
+  job the cluster no longer has when the server starts again resumes from the start.
 
 The model repository is whatever the settings name (a shared folder or `s3://`; for S3 the
 cluster's own credentials are used: AWS_* variables are not sent). The job gets the
@@ -172,12 +172,12 @@ class RayRunner(JobRunner):
             entrypoint = f"python -m {WORKER_MODULE} --job {shlex.quote(job.id)}"
             runtime_env: dict[str, Any] = {"env_vars": job_env}
             package = workdir / "package"
-            if self._store is not None and self._settings is not None:
-                # The entrypoint runs in the working_dir, unpacked on the node.
-                await asyncio.to_thread(build_package, self._settings, job, attempt, package)
-                runtime_env["working_dir"] = str(package)
-                entrypoint += " --package ."
             try:
+                if self._store is not None and self._settings is not None:
+                    # The entrypoint runs in the working_dir, unpacked on the node.
+                    await asyncio.to_thread(build_package, self._settings, job, attempt, package)
+                    runtime_env["working_dir"] = str(package)
+                    entrypoint += " --package ."
                 await asyncio.to_thread(
                     client.submit_job,
                     entrypoint=entrypoint,
@@ -186,6 +186,11 @@ class RayRunner(JobRunner):
                     metadata={"edgetune_job": job.id, "edgetune_attempt": str(attempt)},
                     entrypoint_num_cpus=1,
                 )
+            except Exception as exc:  # no room for the package, over Ray's upload limit...
+                raise Unavailable(
+                    f"job {sid} could not be submitted to the Ray cluster at {self.address}: "
+                    f"{type(exc).__name__}: {str(exc)[:500]}"
+                ) from None
             finally:  # submit_job uploaded it to the cluster, or failed
                 shutil.rmtree(package, ignore_errors=True)
         # else: a server that died between submitting and recording it submitted this
