@@ -12,7 +12,13 @@ calls by at most its own few milliseconds. Only after a run that was small itsel
 under load the queue is empty for a moment after each batch (its callers have not sent
 their next requests yet), and the first of them, run inline, would keep the loop from
 taking in the rest: batches shrank to ones and twos and the loop spent a fifth of its time
-in ONNX Runtime (py-spy at 32 callers, bench/latency.py).
+in ONNX Runtime (py-spy at 32 callers, bench/latency.py). And only when the request came
+well after the previous run ended (`BACKLOG_SHARE` of that run's time): a request that
+arrives right behind a run was waiting while it ran, so others are coming. While an
+inline run holds the loop no request can even reach the queue, so the queue alone cannot
+tell; the arrival time can. At 8 callers the first request after an inline run arrived
+0.36 ms (median) after it ended, at 1 caller 1.5 ms (one round trip to the client), for a
+2.4 ms run; pooling those at 8 callers took 440 → 500-520 calls/s (bench/latency.py k6).
 
 A model with a one-thread session (`ServedModel.parallel_runs` > 1, CPU) runs that many
 batches at once, each on one core, as Triton runs several instances of a model: on two
@@ -44,6 +50,10 @@ Run = Callable[[Sequence[Input], int, bool], tuple[list[Result], Timing]]
 """A model's batch call (inputs, top_k, alone): results and how long it took
 (ServedModel.run); `alone` says no other run overlaps it."""
 
+BACKLOG_SHARE = 0.25
+"""A request that arrives within this share of the previous run's time after that run
+ended is taken to have waited behind it (see the module docstring): it never runs inline."""
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -53,6 +63,7 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     enqueued_ns: int = field(default_factory=time.time_ns)
+    arrived: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -81,6 +92,7 @@ class Batcher:
         inline_max_inputs: int = 0,
         on_run: Callable[[Timing], None] | None = None,
         parallel_runs: int = 1,
+        backlog_share: float = BACKLOG_SHARE,
     ) -> None:
         self.name = name
         self.run = run
@@ -90,6 +102,7 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.inline_max_inputs = inline_max_inputs
         self.parallel_runs = max(1, parallel_runs)
+        self.backlog_share = backlog_share
         self.stats = BatchStats()
         self._busy = 0
         """Slots taken by runs in flight (a run alone takes all of them)."""
@@ -100,6 +113,10 @@ class Batcher:
         self._runs: set[asyncio.Task[None]] = set()
         self._last_inputs = 0
         """Inputs of the previous run: a large one means the model is under load."""
+        self._last_end = 0.0
+        self._last_seconds = 0.0
+        """When the previous run ended (time.perf_counter, back on the loop) and how long
+        the model took (its Timing): a request arriving right behind it waited while it ran."""
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue)
         self._worker: asyncio.Task[None] | None = None
 
@@ -221,6 +238,12 @@ class Batcher:
             size += len(item.inputs)
         return None
 
+    def _quiet(self, batch: list[_Pending]) -> bool:
+        """Whether the batch's requests arrived well after the previous run ended (none
+        of them waited while it ran)."""
+        behind = self._last_end + self.backlog_share * self._last_seconds
+        return all(pending.arrived > behind for pending in batch)
+
     def _gave_up(self, pending: _Pending) -> bool:
         """Whether the caller stopped waiting (cancelled, deadline expired); counts a drop."""
         if pending.future.done():
@@ -238,13 +261,15 @@ class Batcher:
             small = len(inputs) <= self.inline_max_inputs
             after_small = self._last_inputs <= self.inline_max_inputs
             self._last_inputs = len(inputs)
-            if small and after_small and alone and self._queue.empty():
+            if small and after_small and alone and self._queue.empty() and self._quiet(batch):
                 self.stats.inline_runs += 1
                 results, timing = self.run(inputs, 0, True)
             else:
                 results, timing = await loop.run_in_executor(
                     self.executor, self.run, inputs, 0, alone
                 )
+            self._last_end = time.perf_counter()
+            self._last_seconds = (timing.ended_ns - timing.started_ns) * 1e-9
         except EdgetuneError as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
