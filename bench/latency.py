@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
     out.unlink(missing_ok=True)  # a summary left by an earlier scenario is not this one's
     pid = server_pid()
     cpu_before = cpu_seconds(pid)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {
         **os.environ,
         "K6_NO_USAGE_REPORT": "true",
@@ -115,11 +117,14 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
     )
     if not out.exists():
         raise SystemExit(f"k6 wrote no summary:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)  # k6 is the only child that ended
+    client_s = done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
     metrics = json.loads(out.read_text())["metrics"]
     duration_ms = metrics["grpc_req_duration"]
     calls = metrics["iterations"]["count"]
     return {
         "server_cpu_ms_per_call": 1000 * (cpu_seconds(pid) - cpu_before) / max(calls, 1),
+        "client_cpu_ms_per_call": 1000 * client_s / max(calls, 1),
         "calls": calls,
         "failed": metrics["checks"]["fails"],
         "calls_per_s": metrics["iterations"]["rate"],
@@ -194,16 +199,19 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
     """Every figure, then the targets as ratios."""
     print(
         f"\n{'scenario':22} {'calls':>7} {'failed':>6} {'calls/s':>9} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'server CPU ms/call':>19}"
+        f"{'p99 ms':>8} {'server CPU ms/call':>19} {'k6 CPU ms/call':>15}"
     )
     for name, row in served.items():
         print(
             f"{name:22} {row['calls']:7d} {row['failed']:6d} {row['calls_per_s']:9.1f} "
-            f"{row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['server_cpu_ms_per_call']:19.3f}"
+            f"{row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['server_cpu_ms_per_call']:19.3f} "
+            f"{row['client_cpu_ms_per_call']:15.3f}"
         )
     print(
-        f"floor (in process)     short b1 p50 {floor['short_batch1']['p50_ms']:.2f} ms, "
-        f"long b1 p50 {floor['long_batch1']['p50_ms']:.2f} ms, "
+        f"floor (in process)     short b1 p50 {floor['short_batch1']['p50_ms']:.2f} ms "
+        f"({floor['short_batch1_after_idle']['p50_ms']:.2f} ms after 1 ms idle), "
+        f"long b1 p50 {floor['long_batch1']['p50_ms']:.2f} ms "
+        f"({floor['long_batch1_after_idle']['p50_ms']:.2f}), "
         f"short b32 {floor['short_batch32_items_per_s']:.1f} examples/s"
     )
     for kind in ("short", "long"):
@@ -262,6 +270,35 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
     print()
     for target, value, met in checks:
         print(f"{'met ' if met else 'MISS'} {target:52} {value}")
+    print(ceilings(floor, served))
+
+
+def ceilings(floor: dict[str, Any], served: dict[str, Any]) -> str:
+    """What the cores allow when k6 shares them: each call costs at least the floor's
+    CPU per example (batch 32, a thread per core), the client's CPU per call and the
+    server's CPU for a call that does no work (ServerLive at the same callers)."""
+    cores = os.cpu_count() or 1
+    inference = 1000 * cores / floor["short_batch32_items_per_s"]
+    lines = [
+        f"\nceiling with the client on these {cores} CPUs (floor b32 {inference:.2f} CPU ms "
+        "per example + k6 CPU per call + null-RPC server CPU per call):"
+    ]
+    for vus in (8, 32):
+        infer, live = served[f"infer_c{vus}"], served[f"live_c{vus}"]
+        least = inference + infer["client_cpu_ms_per_call"] + live["server_cpu_ms_per_call"]
+        ceiling = 1000 * cores / least
+        lines.append(
+            f"  {vus} callers: {least:.2f} CPU ms a call -> at most {ceiling:.0f} calls/s "
+            f"= {ceiling / floor['short_batch32_items_per_s']:.2f} x floor b32; served "
+            f"{infer['calls_per_s']:.0f} = {infer['calls_per_s'] / ceiling:.2f} of it"
+        )
+    after_idle = floor["short_batch1_after_idle"]["p50_ms"]
+    budget = after_idle + 1.25 * served["live_c1"]["p50_ms"]
+    lines.append(
+        "  1 caller p50 vs the floor after 1 ms idle + 1.25 x null-RPC p50: "
+        f"{served['infer_c1']['p50_ms']:.2f} vs {budget:.2f} ms"
+    )
+    return "\n".join(lines)
 
 
 def main() -> int:
