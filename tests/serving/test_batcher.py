@@ -44,6 +44,8 @@ class FakeModel:
         if self.during_run is not None:
             self.during_run, during_run = None, self.during_run
             during_run()
+        # The run's length is what the inline rule compares arrivals with: here time is the
+        # signal under test, not a stand-in for waiting on an event.
         time.sleep(self.seconds)
         self.gate.wait(5)
         if self.barrier is not None:
