@@ -304,7 +304,7 @@ def ceilings(floor: dict[str, Any], served: dict[str, Any]) -> str:
     """What the cores allow when k6 shares them: each call costs at least the floor's
     CPU per example (batch 32, a thread per core), the client's CPU per call and the
     server's CPU for a call that does no work (ServerLive at the same callers)."""
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the CPUs this process, the server and k6 may use
     inference = 1000 * cores / floor["short_batch32_items_per_s"]
     lines = [
         f"\nceiling with the client on these {cores} CPUs (floor b32 {inference:.2f} CPU ms "
