@@ -18,7 +18,8 @@ arrives right behind a run was waiting while it ran, so others are coming. While
 inline run holds the loop no request can even reach the queue, so the queue alone cannot
 tell; the arrival time can. At 8 callers the first request after an inline run arrived
 0.36 ms (median) after it ended, at 1 caller 1.5 ms (one round trip to the client), for a
-2.4 ms run; pooling those at 8 callers took 440 → 500-520 calls/s (bench/latency.py k6).
+2.4 ms run; pooling those took 8 callers from 371-439 to 398-471 calls/s (k6 runs of
+bench/latency.py's scenario, old and new code interleaved).
 
 A model with a one-thread session (`ServedModel.parallel_runs` > 1, CPU) runs that many
 batches at once, each on one core, as Triton runs several instances of a model: on two
@@ -63,7 +64,6 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     enqueued_ns: int = field(default_factory=time.time_ns)
-    arrived: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -113,10 +113,10 @@ class Batcher:
         self._runs: set[asyncio.Task[None]] = set()
         self._last_inputs = 0
         """Inputs of the previous run: a large one means the model is under load."""
-        self._last_end = 0.0
-        self._last_seconds = 0.0
-        """When the previous run ended (time.perf_counter, back on the loop) and how long
-        the model took (its Timing): a request arriving right behind it waited while it ran."""
+        self._last_end_ns = 0
+        self._last_run_ns = 0
+        """When the previous run ended (time.time_ns, back on the loop) and how long the
+        model took (its Timing): a request arriving right behind it waited while it ran."""
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(max_queue)
         self._worker: asyncio.Task[None] | None = None
 
@@ -241,8 +241,8 @@ class Batcher:
     def _quiet(self, batch: list[_Pending]) -> bool:
         """Whether the batch's requests arrived well after the previous run ended (none
         of them waited while it ran)."""
-        behind = self._last_end + self.backlog_share * self._last_seconds
-        return all(pending.arrived > behind for pending in batch)
+        behind = self._last_end_ns + self.backlog_share * self._last_run_ns
+        return all(pending.enqueued_ns > behind for pending in batch)
 
     def _gave_up(self, pending: _Pending) -> bool:
         """Whether the caller stopped waiting (cancelled, deadline expired); counts a drop."""
@@ -268,8 +268,8 @@ class Batcher:
                 results, timing = await loop.run_in_executor(
                     self.executor, self.run, inputs, 0, alone
                 )
-            self._last_end = time.perf_counter()
-            self._last_seconds = (timing.ended_ns - timing.started_ns) * 1e-9
+            self._last_end_ns = time.time_ns()
+            self._last_run_ns = timing.ended_ns - timing.started_ns
         except EdgetuneError as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
