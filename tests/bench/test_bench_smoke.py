@@ -144,6 +144,7 @@ def test_latency_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     served = figures["served"]
     assert {f"{rpc}_c{n}" for rpc in ("live", "infer") for n in (1, 8, 32)} < set(served)
     assert all(row["calls"] > 0 and row["failed"] == 0 for row in served.values())
-    assert set(figures["stages"]) == {"c1", "c32"}
+    assert set(figures["stages"]) == {"c1", "c32", "long_c1"}
+    assert all(0.0 <= stage["inline_share"] <= 1.0 for stage in figures["stages"].values())
     assert figures["stages"]["c32"]["request_ms"] > figures["stages"]["c32"]["inference_ms"]
     assert "1 caller p50 <= floor + 1.25 x null-RPC p50" in result.stdout

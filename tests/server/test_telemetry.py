@@ -121,6 +121,10 @@ async def test_short_runs_take_the_one_thread_session_and_are_counted(settings, 
     # The warm-up runs outside any call; the two calls ran once each, one of them short.
     assert runs == 2
     assert value(small, "edgetune_small_session_runs_total", **tiny) == 1
+    # Each call came alone to an idle model, a round trip after the run before it: inline.
+    inline = families["edgetune_inline_runs"]
+    assert value(inline, "edgetune_inline_runs_total", **tiny) == served.batcher.stats.inline_runs
+    assert served.batcher.stats.inline_runs == 2
 
 
 async def test_the_request_log_has_one_line_per_call_and_never_the_inputs(observed, caplog) -> None:

@@ -113,6 +113,14 @@ class Metrics(Observer):
             namespace=NAMESPACE,
             registry=r,
         )
+        self.inline_runs = Counter(
+            "inline_runs",
+            "ONNX Runtime calls run on the event-loop thread (a lone small request on an idle "
+            "model) instead of an inference worker",
+            model,
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.model_loads = Counter(
             "model_loads",
             "Model version loads, by outcome (success, failure)",
@@ -132,7 +140,7 @@ class Metrics(Observer):
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self._runs: dict[tuple[str, int], tuple[Any, Any, Any, Any]] = {}
+        self._runs: dict[tuple[str, int], tuple[Any, Any, Any, Any, Any]] = {}
         self._calls: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
 
     def batch_ran(self, version: ModelVersion, timing: Timing) -> None:
@@ -144,13 +152,16 @@ class Metrics(Observer):
                 self.tokenization_duration.labels(*labels),
                 self.inference_duration.labels(*labels),
                 self.small_session_runs.labels(*labels),
+                self.inline_runs.labels(*labels),
             )
-        batch, tokenization, inference, small = children
+        batch, tokenization, inference, small, inline = children
         batch.observe(timing.inputs)
         tokenization.observe(timing.tokenize_s)
         inference.observe(timing.inference_s)
         if timing.small:
             small.inc()
+        if timing.inline:
+            inline.inc()
 
     def model_loaded(self, version: ModelVersion, seconds: float, error: str = "") -> None:
         self.model_loads.labels(version.name, "failure" if error else "success").inc()

@@ -19,7 +19,12 @@ inline run holds the loop no request can even reach the queue, so the queue alon
 tell; the arrival time can. At 8 callers the first request after an inline run arrived
 0.36 ms (median) after it ended, at 1 caller 1.5 ms (one round trip to the client), for a
 2.4 ms run; pooling those took 8 callers from 371-439 to 398-471 calls/s (k6 runs of
-bench/latency.py's scenario, old and new code interleaved).
+bench/latency.py's scenario, old and new code interleaved). The window grows with the run on
+purpose: a lone caller's long run (a 128-token article, ~10 ms) falls inside it and goes to
+the pool, where the hand-off is a few percent of the run (1 caller p50 11.8 and 12.7 ms
+pooled against 11.7 and 12.6 inline), while running a backlog inline holds the loop for the
+whole run; capping the window at 1 ms brought those runs back inline and took 8 callers
+from 536/499 to 476/470 calls/s (`edgetune_inline_runs_total` counts the inline runs).
 
 A model with a one-thread session (`ServedModel.parallel_runs` > 1, CPU) runs that many
 batches at once, each on one core, as Triton runs several instances of a model: on two
@@ -264,6 +269,7 @@ class Batcher:
             if small and after_small and alone and self._queue.empty() and self._quiet(batch):
                 self.stats.inline_runs += 1
                 results, timing = self.run(inputs, 0, True)
+                timing.inline = True
             else:
                 results, timing = await loop.run_in_executor(
                     self.executor, self.run, inputs, 0, alone

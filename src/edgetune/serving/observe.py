@@ -29,6 +29,8 @@ class Timing:
     inputs: int
     small: bool = False
     """Ran on the model's one-thread session (beside other runs, or small and alone)."""
+    inline: bool = False
+    """Ran on the event-loop thread, without the pool's two thread hand-offs (Batcher)."""
 
     @property
     def tokenize_s(self) -> float:
