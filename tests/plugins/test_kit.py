@@ -4,12 +4,13 @@ through their public functions."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from edgetune.kit import (
     tokenize,
     tokenizer_options,
 )
+from edgetune.kit.text import splits_at_spaces
 from edgetune.store import Manifest
 from edgetune.task import Image, Input, ModelFiles, Text, TextPair, TokenIds
 
@@ -269,6 +271,82 @@ def test_the_runtime_tokenizes_texts_and_pairs_in_one_batch(tmp_path: Path) -> N
 
     feeds, encodings = runtime.tokenize([Text("good film")])
     assert encodings[0].offsets[1] == (0, 4)
+
+
+class RecordingRustTokenizer:
+    """The runtime's tokenizer, recording the texts of each batch call."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.batches: list[list[Any]] = []
+
+    def encode_batch(self, batch: list[Any]) -> Any:
+        self.batches.append(list(batch))
+        return self.tokenizer.encode_batch(batch)
+
+
+def whole_and_recorded(folder: Path, inputs: list[Input]) -> tuple[Any, Any, list[list[Any]]]:
+    """(feeds and encodings tokenizing whole texts, the same from the runtime as it is, and
+    the texts the latter's tokenizer was given)."""
+    names = ("input_ids", "attention_mask")
+    whole = TokenizerRuntime(model_files(folder, names))
+    whole.head_chars = 0
+    runtime = TokenizerRuntime(model_files(folder, names))
+    recording = RecordingRustTokenizer(runtime.tokenizer)
+    runtime.tokenizer = cast(Any, recording)
+    return whole.tokenize(inputs), runtime.tokenize(inputs), recording.batches
+
+
+def test_a_long_text_is_tokenized_from_its_head_to_the_same_tokens(tmp_path: Path) -> None:
+    long = "good film " * 50  # 500 characters; the model keeps 6 tokens
+    inputs: list[Input] = [Text(long), Text("bad plot"), TextPair("good", "bad")]
+    (feeds, encodings), (head_feeds, head_encodings), batches = whole_and_recorded(
+        runtime_folder(tmp_path), inputs
+    )
+    assert len(batches) == 1  # the head had enough tokens: one call
+    assert long.startswith(batches[0][0]) and len(batches[0][0]) <= 48  # 8 x max_length
+    assert batches[0][1:] == ["bad plot", ("good", "bad")]
+    assert {k: v.tolist() for k, v in head_feeds.items()} == {
+        k: v.tolist() for k, v in feeds.items()
+    }
+    assert [e.offsets for e in head_encodings] == [e.offsets for e in encodings]
+
+
+def test_a_head_with_too_few_tokens_tokenizes_the_whole_batch_again(tmp_path: Path) -> None:
+    long = "x" * 40 + " good" + " film" * 20  # the head: one long unknown word and "good"
+    (feeds, _), (head_feeds, _), batches = whole_and_recorded(
+        runtime_folder(tmp_path), [Text(long), Text("bad")]
+    )
+    assert batches == [[long[:45], "bad"], [long, "bad"]]
+    assert head_feeds["input_ids"].tolist() == feeds["input_ids"].tolist()
+    assert feeds["input_ids"][0].tolist() == [2, 1, 4, 6, 6, 3]
+
+
+@pytest.mark.parametrize(
+    ("pre_tokenizer", "splits"),
+    [
+        (pre_tokenizers.BertPreTokenizer(), True),
+        (pre_tokenizers.WhitespaceSplit(), True),
+        (pre_tokenizers.ByteLevel(), True),
+        (pre_tokenizers.ByteLevel(use_regex=False), False),
+        (pre_tokenizers.Metaspace(), True),
+        (pre_tokenizers.Metaspace(split=False), False),
+        (pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.Whitespace()]), True),
+        (pre_tokenizers.Digits(), False),
+        (None, False),
+    ],
+)
+def test_only_tokenizers_that_split_at_spaces_are_cut_at_a_space(
+    tmp_path: Path, pre_tokenizer: Any, splits: bool
+) -> None:
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    if pre_tokenizer is not None:
+        tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    config = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert splits_at_spaces(config["pre_tokenizer"]) is splits
+    runtime = TokenizerRuntime(model_files(tmp_path, ("input_ids",)))
+    assert runtime.head_chars == (48 if splits else 0)
 
 
 def test_the_runtime_pads_token_ids_beside_texts_and_checks_them(tmp_path: Path) -> None:

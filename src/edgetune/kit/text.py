@@ -9,6 +9,7 @@ serving-only install loads neither.
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -141,6 +142,41 @@ def onnx_feeds(
     return feeds
 
 
+HEAD_CHARS_PER_TOKEN = 8
+"""A text longer than this many characters per `max_length` token is tokenized from its
+head (cut at a space) first: tokenizing costs its whole length, though only `max_length`
+tokens are kept (a 1,745-character BBC article: 0.68 ms whole, 0.25 ms for its first 800
+characters, for the same 128 tokens). English runs about 4-5 characters a token."""
+
+WHITESPACE_SPLITS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+"""Pre-tokenizers (tokenizer.json types) that always split at a space; ByteLevel (with its
+regex) and Metaspace (with split) do too, given their options."""
+
+
+def splits_at_spaces(pre_tokenizer: Mapping[str, Any] | None) -> bool:
+    """Whether a tokenizer.json pre-tokenizer always ends a piece at a space, so that the
+    tokens of a text cut at a space are the first tokens of the whole text (normalizers
+    work per character; pre-tokenizers only split, never join)."""
+    if not pre_tokenizer:
+        return False
+    kind = pre_tokenizer.get("type")
+    if kind == "Sequence":
+        return any(splits_at_spaces(p) for p in pre_tokenizer.get("pretokenizers", []))
+    return (
+        kind in WHITESPACE_SPLITS
+        or (kind == "ByteLevel" and bool(pre_tokenizer.get("use_regex", True)))
+        or (kind == "Metaspace" and bool(pre_tokenizer.get("split", True)))
+    )
+
+
+def head(text: str, chars: int) -> str:
+    """The text up to the last space before `chars` (all of it when shorter or no space)."""
+    if len(text) <= chars:
+        return text
+    cut = text.rfind(" ", 0, chars)
+    return text[:cut] if cut > 0 else text
+
+
 class TokenizerRuntime(TaskRuntime):
     """Serving of a text model: its tokenizer.json, truncating and padding as the manifest's
     task options say (see `tokenizer_options`). `decode` is the single-label classifier's
@@ -151,9 +187,16 @@ class TokenizerRuntime(TaskRuntime):
         options = model.manifest.task_options
         try:
             self.tokenizer = Tokenizer.from_file(str(model.path / "tokenizer.json"))
+            config = json.loads((model.path / "tokenizer.json").read_text(encoding="utf-8"))
         except Exception as exc:
             raise ModelLoadError(f"{model.path}: cannot read tokenizer.json: {exc}") from None
         self.max_length = int(options.get("max_length", DEFAULT_MAX_LENGTH))
+        self.head_chars = (
+            HEAD_CHARS_PER_TOKEN * self.max_length
+            if splits_at_spaces(config.get("pre_tokenizer"))
+            else 0
+        )
+        """Texts longer than this are tokenized from their head first; 0 = never."""
         self.pad_id = int(options.get("pad_token_id", 0))
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.enable_padding(
@@ -167,11 +210,25 @@ class TokenizerRuntime(TaskRuntime):
         self, inputs: Sequence[Text | TextPair]
     ) -> tuple[dict[str, Array], list[Encoding]]:
         """Feeds for texts and text pairs, tokenized in one Rust batch call, and their
-        encodings (offsets, word ids) for a `decode` that needs them."""
+        encodings (offsets, word ids) for a `decode` that needs them.
+
+        A long text is tokenized from its head (`head_chars`): when the head alone already
+        has more tokens than the model takes, its first `max_length` are the whole text's
+        (offsets too: the head is a prefix); when one head falls short, the batch is
+        tokenized again whole."""
         batch = [
             item.text if isinstance(item, Text) else (item.text, item.text_pair) for item in inputs
         ]
-        encodings = self.tokenizer.encode_batch(batch)
+        heads = [
+            head(text, self.head_chars) if self.head_chars and isinstance(text, str) else text
+            for text in batch
+        ]
+        encodings = self.tokenizer.encode_batch(heads)
+        if any(
+            cut is not text and not encoding.overflowing
+            for cut, text, encoding in zip(heads, batch, encodings, strict=True)
+        ):
+            encodings = self.tokenizer.encode_batch(batch)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
