@@ -156,7 +156,7 @@ regex) and Metaspace (with split) do too, given their options."""
 def splits_at_spaces(pre_tokenizer: Mapping[str, Any] | None) -> bool:
     """Whether a tokenizer.json pre-tokenizer always ends a piece at a space, so that the
     tokens of a text cut at a space are the first tokens of the whole text (normalizers
-    work per character; pre-tokenizers only split, never join)."""
+    work locally; pre-tokenizers only split, never join)."""
     if not pre_tokenizer:
         return False
     kind = pre_tokenizer.get("type")
@@ -186,8 +186,9 @@ class TokenizerRuntime(TaskRuntime):
         """Load the version's tokenizer.json; ModelLoadError when it is missing or bad."""
         options = model.manifest.task_options
         try:
-            self.tokenizer = Tokenizer.from_file(str(model.path / "tokenizer.json"))
-            config = json.loads((model.path / "tokenizer.json").read_text(encoding="utf-8"))
+            text = (model.path / "tokenizer.json").read_text(encoding="utf-8")
+            self.tokenizer = Tokenizer.from_str(text)
+            config = json.loads(text)
         except Exception as exc:
             raise ModelLoadError(f"{model.path}: cannot read tokenizer.json: {exc}") from None
         self.max_length = int(options.get("max_length", DEFAULT_MAX_LENGTH))
