@@ -104,9 +104,12 @@ def threads_cpu(pid: int) -> dict[str, float]:
     return groups
 
 
-def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path) -> dict[str, Any]:
-    """One k6 scenario; its summary: calls, failures, calls/s, avg/p50/p99 ms, and the
-    server's CPU milliseconds per call (steadier than times on a shared machine)."""
+def k6_run(
+    address: str, rpc: str, vus: int, duration: str, text: str, out: Path, alternate: str = ""
+) -> dict[str, Any]:
+    """One k6 scenario (each caller alternating text and `alternate` when given); its
+    summary: calls, failures, calls/s, avg/p50/p99 ms, and the server's CPU milliseconds per
+    call (steadier than times on a shared machine)."""
     out.unlink(missing_ok=True)  # a summary left by an earlier scenario is not this one's
     pid = server_pid()
     cpu_before = cpu_seconds(pid)
@@ -118,6 +121,7 @@ def k6_run(address: str, rpc: str, vus: int, duration: str, text: str, out: Path
         "ADDRESS": address,
         "MODEL": MODEL,
         "TEXT": text,
+        "TEXT_ALT": alternate,
         "RPC": rpc,
         "VUS": str(vus),
         "DURATION": duration,
@@ -216,6 +220,10 @@ def measure(
         served["infer_long_c1"] = k6_run(
             address, "infer", 1, duration, texts["long"], scratch / "long.json"
         )
+        served["infer_mixed_c8"] = mixed(address, texts, duration, scratch)
+    # The same mixed traffic with every batch run as one call padded to its longest input.
+    with background_server(home, env={**env, "EDGETUNE_LENGTH_BUCKETS": "false"}) as address:
+        served["infer_mixed_c8_padded"] = mixed(address, texts, duration, scratch)
     port = free_port()
     stages: dict[str, Any] = {}
     with background_server(home, env={**env, "EDGETUNE_METRICS_PORT": str(port)}) as address:
@@ -224,6 +232,12 @@ def measure(
             load = k6_run(address, "infer", vus, duration, texts[text], scratch / "b.json")
             stages[name] = {**breakdown(before, scrape(port)), "client_avg_ms": load["avg_ms"]}
     return {"served": served, "stages": stages}
+
+
+def mixed(address: str, texts: dict[str, str], duration: str, scratch: Path) -> dict[str, Any]:
+    """8 callers, each alternating the short text and the article."""
+    out = scratch / "mixed.json"
+    return k6_run(address, "infer", 8, duration, texts["short"], out, texts["long"])
 
 
 def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]) -> None:
@@ -253,6 +267,15 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
             + ", ".join(f"{n}: {ms:.2f} ms" for n, ms in by_threads.items())
             + " (the floor is the better)"
         )
+    split, padded = served["infer_mixed_c8"], served["infer_mixed_c8_padded"]
+    print(
+        "mixed lengths (half short, half 128-token), calls/s: in process batch 8 "
+        f"{floor['mixed_batch8_split_items_per_s']:.1f} split by length vs "
+        f"{floor['mixed_batch8_padded_items_per_s']:.1f} in one padded call; served at 8 "
+        f"callers {split['calls_per_s']:.1f} vs {padded['calls_per_s']:.1f} "
+        f"(EDGETUNE_LENGTH_BUCKETS=false) = {split['calls_per_s'] / padded['calls_per_s']:.2f}x, "
+        f"p50 {split['p50_ms']:.2f} vs {padded['p50_ms']:.2f} ms"
+    )
     print(f"\n{'stage, mean ms/request':22} " + " ".join(f"{k:>8}" for k in stages))
     for key in ("client_avg_ms", "request_ms", "queue_ms", "tokenization_ms", "inference_ms"):
         print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))

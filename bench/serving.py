@@ -36,6 +36,7 @@ from edgetune.exporters.onnx import import_model
 from edgetune.exporters.optimize import can_fuse, fuse_and_quantize
 from edgetune.exporters.quantize import quantize_dynamic
 from edgetune.plugins.text_classification import TextClassification
+from edgetune.serving.buckets import LengthSplit
 from edgetune.serving.session import physical_cores
 from edgetune.store import ModelRepository
 from edgetune.task import Text
@@ -132,7 +133,33 @@ def raw_onnxruntime(home: Path, model: str, texts: dict[str, str], count: int) -
         batch = [Text(text)] * 32
         per_batch = statistics.median(timed(lambda b=batch: run(cores, b), max(count // 10, 3), 2))
         result[f"{kind}_batch32_items_per_s"] = 32 / (per_batch / 1000)
+    if {"short", "long"} <= texts.keys():
+        result |= mixed_batches(sessions[cores], texts, max(count // 10, 3))
     return result
+
+
+def mixed_batches(opened: Any, texts: dict[str, str], count: int) -> dict[str, float]:
+    """Examples/s of a batch of 8, the short text and the long one in turn, run as one call
+    padded to the long one and split into calls by length (the server's length buckets)."""
+    session, runtime = opened
+    split = LengthSplit.of(session.get_inputs(), session.get_outputs())
+    if split is None:
+        return {}
+    batch = [Text(texts["short"]), Text(texts["long"])] * 4
+
+    def run(by_length: bool) -> None:
+        encoded = runtime.encode(batch)
+        if by_length:
+            outputs = split.run(encoded.feeds, lambda feeds: session.run(None, feeds))[0]
+        else:
+            outputs = session.run(None, encoded.feeds)
+        runtime.decode(outputs, encoded, 1)
+
+    return {
+        f"mixed_batch8_{name}_items_per_s": 8000
+        / statistics.median(timed(lambda b=by: run(b), count, 2))
+        for name, by in (("padded", False), ("split", True))
+    }
 
 
 def served(address: str, model: str, texts: dict[str, str], count: int) -> dict[str, Any]:

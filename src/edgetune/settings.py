@@ -174,6 +174,12 @@ class RuntimeSettings(_Group):
     ones take the main session (a 128-token article: 7.8 against 9.8 ms). 0 = one session,
     one run at a time."""
 
+    length_buckets: bool = True
+    """Run a batch of texts of mixed lengths as several ONNX Runtime calls of similar
+    length when that pads fewer tokens than one call padded to the longest (a short
+    question batched with an article otherwise costs as much as a second article). Off:
+    every batch is one call."""
+
     inference_workers: int = Field(default=0, ge=0)
     """Threads that run inference calls off the event loop; 0 uses the number of
     physical cores. ONNX Runtime releases the GIL, so these run truly in parallel."""

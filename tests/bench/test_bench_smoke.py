@@ -143,6 +143,8 @@ def test_latency_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     figures = json.loads(out.read_text())
     served = figures["served"]
     assert {f"{rpc}_c{n}" for rpc in ("live", "infer") for n in (1, 8, 32)} < set(served)
+    assert {"infer_mixed_c8", "infer_mixed_c8_padded"} < set(served)
+    assert figures["floor"]["mixed_batch8_split_items_per_s"] > 0
     assert all(row["calls"] > 0 and row["failed"] == 0 for row in served.values())
     assert set(figures["stages"]) == {"c1", "c32", "long_c1"}
     assert all(0.0 <= stage["inline_share"] <= 1.0 for stage in figures["stages"].values())

@@ -121,6 +121,14 @@ class Metrics(Observer):
             namespace=NAMESPACE,
             registry=r,
         )
+        self.split_batches = Counter(
+            "split_batches",
+            "Batches run as several ONNX Runtime calls of similar length instead of one padded "
+            "to the longest input",
+            model,
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.model_loads = Counter(
             "model_loads",
             "Model version loads, by outcome (success, failure)",
@@ -140,7 +148,7 @@ class Metrics(Observer):
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self._runs: dict[tuple[str, int], tuple[Any, Any, Any, Any, Any]] = {}
+        self._runs: dict[tuple[str, int], tuple[Any, Any, Any, Any, Any, Any]] = {}
         self._calls: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
 
     def batch_ran(self, version: ModelVersion, timing: Timing) -> None:
@@ -153,8 +161,9 @@ class Metrics(Observer):
                 self.inference_duration.labels(*labels),
                 self.small_session_runs.labels(*labels),
                 self.inline_runs.labels(*labels),
+                self.split_batches.labels(*labels),
             )
-        batch, tokenization, inference, small, inline = children
+        batch, tokenization, inference, small, inline, split = children
         batch.observe(timing.inputs)
         tokenization.observe(timing.tokenize_s)
         inference.observe(timing.inference_s)
@@ -162,6 +171,8 @@ class Metrics(Observer):
             small.inc()
         if timing.inline:
             inline.inc()
+        if timing.calls > 1:
+            split.inc()
 
     def model_loaded(self, version: ModelVersion, seconds: float, error: str = "") -> None:
         self.model_loads.labels(version.name, "failure" if error else "success").inc()

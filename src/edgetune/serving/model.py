@@ -11,12 +11,13 @@ import onnxruntime as ort
 
 from edgetune.errors import ModelLoadError
 from edgetune.serving.batcher import Batcher
+from edgetune.serving.buckets import Feeds, LengthSplit
 from edgetune.serving.memory import resident_bytes
 from edgetune.serving.observe import Timing
 from edgetune.store import ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.store.model_settings import ModelSettings
-from edgetune.task import Input, ModelFiles, Result, Task, TaskRuntime
+from edgetune.task import Array, Input, ModelFiles, Result, Task, TaskRuntime
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class ServedModel:
     """How many runs of this model may be in flight at once: the main session's threads
     when there is a one-thread session, else 1 (runs of a session with a thread per core
     would fight over the same cores)."""
+    lengths: LengthSplit | None = None
+    """How a batch of mixed lengths is split into calls of similar length (see
+    `edgetune.serving.buckets`); None: every batch is one call."""
 
     @classmethod
     def load(
@@ -62,12 +66,15 @@ class ServedModel:
         warmup: bool,
         small_options: ort.SessionOptions | None = None,
         small_run_tokens: int = 0,
+        length_buckets: bool = False,
     ) -> ServedModel:
         """Check files, open the session(s), build the task runtime and warm up (blocking).
 
         :param small_options: options of a second session with one intra-op thread, for
             runs that overlap others and for runs whose largest input has at most
             `small_run_tokens` elements; None opens only one session.
+        :param length_buckets: split batches of mixed lengths into calls of similar length,
+            where the session's shapes say how (`LengthSplit.of`).
         """
         started = time.perf_counter()
         resident_before = resident_bytes()
@@ -81,6 +88,8 @@ class ServedModel:
             output_names=tuple(o.name for o in session.get_outputs()),
         )
         model = cls(version, task, session, task.runtime(files), 0.0)
+        if length_buckets:
+            model.lengths = LengthSplit.of(session.get_inputs(), session.get_outputs())
         if small_options is not None and small_run_tokens > 0:
             model.small_session = _open(version, small_options, providers)
             model.small_run_tokens = small_run_tokens
@@ -126,14 +135,28 @@ class ServedModel:
         started = time.time_ns()
         encoded = self.runtime.encode(inputs)
         encoded_at = time.time_ns()
-        session, small = self.session, False
-        if self.small_session is not None:
-            largest = max((feed.size for feed in encoded.feeds.values()), default=0)
-            if not alone or largest <= self.small_run_tokens:
-                session, small = self.small_session, True
-        outputs = session.run(None, encoded.feeds)
+        small_runs = 0
+
+        def call(feeds: Feeds) -> list[Array]:
+            nonlocal small_runs
+            session = self.session
+            if self.small_session is not None:
+                largest = max((feed.size for feed in feeds.values()), default=0)
+                if not alone or largest <= self.small_run_tokens:
+                    session = self.small_session
+                    small_runs += 1
+            outputs: list[Array] = session.run(None, feeds)
+            return outputs
+
+        if self.lengths is None:
+            outputs, calls = call(encoded.feeds), 1
+        else:
+            outputs, calls = self.lengths.run(encoded.feeds, call)
         results = self.runtime.decode(outputs, encoded, top_k)
-        return results, Timing(started, encoded_at, time.time_ns(), len(inputs), small)
+        ended = time.time_ns()
+        return results, Timing(
+            started, encoded_at, ended, len(inputs), small_runs == calls, calls=calls
+        )
 
 
 def _open(

@@ -31,6 +31,8 @@ class Timing:
     """Ran on the model's one-thread session (beside other runs, or small and alone)."""
     inline: bool = False
     """Ran on the event-loop thread, without the pool's two thread hand-offs (Batcher)."""
+    calls: int = 1
+    """Session calls the batch took: more than one when it was split by length."""
 
     @property
     def tokenize_s(self) -> float:

@@ -295,6 +295,7 @@ class ModelRegistry:
                     warmup=self.settings.runtime.warmup,
                     small_options=self._small_session_options(model_settings),
                     small_run_tokens=self.settings.runtime.small_run_tokens,
+                    length_buckets=self.settings.runtime.length_buckets,
                 )
             except Exception as exc:
                 reason = exc.message if isinstance(exc, EdgetuneError) else repr(exc)[:500]
