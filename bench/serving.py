@@ -112,7 +112,7 @@ def raw_onnxruntime(home: Path, model: str, texts: dict[str, str], count: int) -
     def run(threads: int, inputs: list[Text]) -> None:
         session, runtime = sessions[threads]
         encoded = runtime.encode(inputs)
-        runtime.decode(session.run(None, encoded.feeds), encoded, 1)
+        runtime.decode(encoded.per_input(session.run(None, encoded.feeds)), encoded, 1)
 
     result: dict[str, Any] = {}
     for kind, text in texts.items():
@@ -153,7 +153,7 @@ def mixed_batches(opened: Any, texts: dict[str, str], count: int) -> dict[str, f
             outputs = split.run(encoded.feeds, lambda feeds: session.run(None, feeds))[0]
         else:
             outputs = session.run(None, encoded.feeds)
-        runtime.decode(outputs, encoded, 1)
+        runtime.decode(encoded.per_input(outputs), encoded, 1)
 
     return {
         f"mixed_batch8_{name}_items_per_s": 8000

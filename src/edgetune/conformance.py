@@ -213,7 +213,8 @@ class TaskConformance:
         )
         inputs = inputs_from_pb(self.serving_inputs, len(self.serving_inputs))
         encoded = runtime.encode(inputs)
-        expected = runtime.decode(session.run(None, encoded.feeds), encoded, 0)
+        outputs = encoded.per_input(session.run(None, encoded.feeds))
+        expected = runtime.decode(outputs, encoded, 0)
         served = published["results"]
         assert len(served) == len(expected)
         for got, want in zip(served, expected, strict=True):

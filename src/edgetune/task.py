@@ -122,6 +122,24 @@ class Encoded:
 
     feeds: dict[str, Array]
     state: Any = None
+    rows: Array | None = None
+    """The input each feed row belongs to, when some input takes several rows (a long text
+    read in windows); None: one row per input. Whoever runs the session passes the outputs
+    through `per_input` before `decode`."""
+
+    def per_input(self, outputs: Sequence[Array]) -> list[Array]:
+        """The session outputs with one row per input: the rows of one input averaged (for
+        outputs with one row per feed row, e.g. logits)."""
+        if self.rows is None:
+            return list(outputs)
+        counts = np.bincount(self.rows)
+        merged = []
+        for output in outputs:
+            total = np.zeros((len(counts), *output.shape[1:]), dtype=np.float64)
+            np.add.at(total, self.rows, output)
+            shape = (len(counts),) + (1,) * (output.ndim - 1)
+            merged.append((total / counts.reshape(shape)).astype(output.dtype))
+        return merged
 
 
 class TaskRuntime(ABC):

@@ -322,6 +322,47 @@ def test_a_head_with_too_few_tokens_tokenizes_the_whole_batch_again(tmp_path: Pa
     assert feeds["input_ids"][0].tolist() == [2, 1, 4, 6, 6, 3]
 
 
+def windowed(folder: Path, windows: int) -> TokenizerRuntime:
+    """A runtime reading texts in up to `windows` windows of 8 tokens (6 words)."""
+    options = {"max_length": 8, "windows": windows, "pad_token": "[PAD]", "pad_token_id": 0}
+    manifest = Manifest(task="test", labels=["neg", "pos"], task_options=options)
+    return TokenizerRuntime(ModelFiles(folder, manifest, ("input_ids", "attention_mask"), ()))
+
+
+def test_a_long_text_is_read_in_windows_and_its_outputs_averaged(tmp_path: Path) -> None:
+    folder = runtime_folder(tmp_path)
+    words = [4, 6, 5, 7] * 5  # "good film bad plot" five times: 20 words
+    inputs: list[Input] = [Text("bad"), Text("good film bad plot " * 5), TextPair("good", "bad")]
+    encoded = windowed(folder, 3).encode(inputs)
+    # Windows of 6 words overlapping by 2 (a quarter of 8 tokens): words 0-5, 4-9, 8-13;
+    # the rest (12-17, 16-19) is not read. Pairs are never windowed.
+    assert encoded.feeds["input_ids"].tolist() == [
+        [2, 5, 3, 0, 0, 0, 0, 0],
+        [2, *words[0:6], 3],
+        [2, *words[4:10], 3],
+        [2, *words[8:14], 3],
+        [2, 4, 3, 5, 3, 0, 0, 0],
+    ]
+    assert encoded.rows is not None and encoded.rows.tolist() == [0, 1, 1, 1, 2]
+    logits = np.arange(10, dtype=np.float32).reshape(5, 2)
+    (merged,) = encoded.per_input([logits])
+    assert merged.tolist() == [[0, 1], [4, 5], [8, 9]] and merged.dtype == np.float32
+    assert len(windowed(folder, 3).decode([merged], encoded, 0)) == 3
+    # Short texts only, or one window: one row per input, as before.
+    assert windowed(folder, 3).encode([Text("bad"), Text("good film")]).rows is None
+    one = windowed(folder, 1).encode(inputs)
+    assert one.rows is None and one.feeds["input_ids"][1].tolist() == [2, *words[0:6], 3]
+    # A long text tokenized from its head gives the same windows as whole.
+    whole = windowed(folder, 3)
+    whole.head_chars = 0
+    long = [Text("good film bad plot " * 100)]
+    assert len("good film bad plot " * 100) > windowed(folder, 3).head_chars
+    assert (
+        windowed(folder, 3).encode(long).feeds["input_ids"].tolist()
+        == whole.encode(long).feeds["input_ids"].tolist()
+    )
+
+
 @pytest.mark.parametrize(
     ("pre_tokenizer", "splits"),
     [

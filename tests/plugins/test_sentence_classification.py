@@ -101,6 +101,7 @@ def test_zero_shot_from_labels_alone_serves_the_cosine_classifier(
     )
     assert version.version == 1 and version.manifest.labels == ["sport", "business"]
     assert sorted(p.name for p in version.path.glob("*.onnx")) == [MODEL_FILE]  # one graph
+    assert "windows" not in version.manifest.task_options  # imported: the first window only
     scores = served(version.path, version.manifest, TEXTS)
     np.testing.assert_allclose(scores, direct_scores(version.path, TEXTS), atol=1e-5)
     expected = cosine_scores(

@@ -45,9 +45,11 @@ def test_build_model_and_features(tiny_bert: Path) -> None:
         [{"text": "good", "text_pair": "fun", "label": "good"}], tokenizer, ["bad", "good"], 16
     )
     assert 1 in pairs[0]["token_type_ids"]  # the second segment is marked
+    # Imported as it is: the first max_length tokens; trained here: long texts in windows.
     options = task.task_options(model, tokenizer)
     assert options == {"max_length": 64, "pad_token": "[PAD]", "pad_token_id": 0}
-    assert task.task_options(model, tokenizer, max_length=16)["max_length"] == 16
+    trained = task.task_options(model, tokenizer, max_length=16)
+    assert trained["max_length"] == 16 and trained["windows"] == task.read_windows == 4
 
 
 @pytest.mark.parametrize(

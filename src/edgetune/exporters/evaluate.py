@@ -59,7 +59,7 @@ def evaluate(
     for start in range(0, len(examples), BATCH):
         inputs = [task.example_input(e) for e in examples[start : start + BATCH]]
         encoded = runtime.encode(inputs)
-        logits = session.run(None, encoded.feeds)[0]
+        logits = encoded.per_input(session.run(None, encoded.feeds))[0]
         outputs.extend(list(logits))
     targets = pad_to_longest([np.asarray(t) for t in label_ids], IGNORE_INDEX)
     return task.compute_metrics(
@@ -82,7 +82,7 @@ def latency_ms(
     for i in range(runs + 3):
         started = time.perf_counter()
         encoded = runtime.encode(inputs)
-        runtime.decode(session.run(None, encoded.feeds), encoded, 1)
+        runtime.decode(encoded.per_input(session.run(None, encoded.feeds)), encoded, 1)
         if i >= 3:  # the first runs warm caches
             timings.append((time.perf_counter() - started) * 1000)
     return round(statistics.median(timings), 3)

@@ -148,6 +148,10 @@ head (cut at a space) first: tokenizing costs its whole length, though only `max
 tokens are kept (a 1,745-character BBC article: 0.68 ms whole, 0.25 ms for its first 800
 characters, for the same 128 tokens). English runs about 4-5 characters a token."""
 
+WINDOW_OVERLAP = 4
+"""Windows of a long text overlap by a quarter of max_length (32 of 128 tokens), so a
+sentence cut at one window's end is whole in the next."""
+
 WHITESPACE_SPLITS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
 """Pre-tokenizers (tokenizer.json types) that always split at a space; ByteLevel (with its
 regex) and Metaspace (with split) do too, given their options."""
@@ -192,14 +196,18 @@ class TokenizerRuntime(TaskRuntime):
         except Exception as exc:
             raise ModelLoadError(f"{model.path}: cannot read tokenizer.json: {exc}") from None
         self.max_length = int(options.get("max_length", DEFAULT_MAX_LENGTH))
+        self.windows = max(1, int(options.get("windows", 1)))
+        """A text longer than max_length is read in up to this many windows (see
+        `TextClassifier.read_windows`); 1: its first max_length tokens only."""
         self.head_chars = (
-            HEAD_CHARS_PER_TOKEN * self.max_length
+            HEAD_CHARS_PER_TOKEN * self.max_length * self.windows
             if splits_at_spaces(config.get("pre_tokenizer"))
             else 0
         )
         """Texts longer than this are tokenized from their head first; 0 = never."""
         self.pad_id = int(options.get("pad_token_id", 0))
-        self.tokenizer.enable_truncation(self.max_length)
+        stride = self.max_length // WINDOW_OVERLAP if self.windows > 1 else 0
+        self.tokenizer.enable_truncation(self.max_length, stride=stride)
         self.tokenizer.enable_padding(
             pad_id=self.pad_id, pad_token=str(options.get("pad_token", "[PAD]"))
         )
@@ -214,9 +222,9 @@ class TokenizerRuntime(TaskRuntime):
         encodings (offsets, word ids) for a `decode` that needs them.
 
         A long text is tokenized from its head (`head_chars`): when the head alone already
-        has more tokens than the model takes, its first `max_length` are the whole text's
-        (offsets too: the head is a prefix); when one head falls short, the batch is
-        tokenized again whole."""
+        has more tokens than the model reads (`windows` windows and more), those are the
+        whole text's (offsets too: the head is a prefix); when one head falls short, the
+        batch is tokenized again whole."""
         batch = [
             item.text if isinstance(item, Text) else (item.text, item.text_pair) for item in inputs
         ]
@@ -226,7 +234,7 @@ class TokenizerRuntime(TaskRuntime):
         ]
         encodings = self.tokenizer.encode_batch(heads)
         if any(
-            cut is not text and not encoding.overflowing
+            cut is not text and len(encoding.overflowing) < self.windows
             for cut, text, encoding in zip(heads, batch, encodings, strict=True)
         ):
             encodings = self.tokenizer.encode_batch(batch)
@@ -236,10 +244,21 @@ class TokenizerRuntime(TaskRuntime):
         return onnx_feeds(ids, mask, types, self.input_names), encodings
 
     def encode(self, inputs: Sequence[Input]) -> Encoded:
-        """Texts and pairs in one batch call; token-id inputs are checked and padded."""
+        """Texts and pairs in one batch call; token-id inputs are checked and padded. A text
+        longer than max_length takes a row for each of its first `windows` windows (its
+        outputs are averaged: `Encoded.rows`)."""
         texts = [item for item in inputs if isinstance(item, Text | TextPair)]
         if len(texts) == len(inputs):
-            return Encoded(self.tokenize(texts)[0])
+            feeds, encodings = self.tokenize(texts)
+            if self.windows == 1 or not any(e.overflowing for e in encodings):
+                return Encoded(feeds)
+            windows = [
+                [e, *e.overflowing[: self.windows - 1]] if isinstance(item, Text) else [e]
+                for item, e in zip(texts, encodings, strict=True)
+            ]
+            read = [(w.ids, w.attention_mask, w.type_ids) for each in windows for w in each]
+            owners = np.repeat(np.arange(len(windows)), [len(each) for each in windows])
+            return Encoded(self._padded(read), rows=owners)
         rows: list[tuple[list[int], list[int], list[int]]] = []
         for index, item in enumerate(inputs):
             if isinstance(item, TokenIds):
@@ -249,7 +268,11 @@ class TokenizerRuntime(TaskRuntime):
                 rows.append((enc.ids, enc.attention_mask, enc.type_ids))
             else:
                 raise InvalidArgument(f"inputs[{index}]: this model takes text input")
-        # Padded to the longest row, as the tokenizer pads a batch of texts.
+        return Encoded(self._padded(rows))
+
+    def _padded(self, rows: Sequence[tuple[list[int], list[int], list[int]]]) -> dict[str, Array]:
+        """Feeds of (ids, mask, type ids) rows, padded to the longest, as the tokenizer pads
+        a batch of texts."""
         width = max(len(row[0]) for row in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -257,7 +280,7 @@ class TokenizerRuntime(TaskRuntime):
         for i, (row_ids, row_mask, row_types) in enumerate(rows):
             n = len(row_ids)
             ids[i, :n], mask[i, :n], types[i, :n] = row_ids, row_mask, row_types
-        return Encoded(onnx_feeds(ids, mask, types, self.input_names))
+        return onnx_feeds(ids, mask, types, self.input_names)
 
     @staticmethod
     def _texts(item: Text | TextPair) -> tuple[str] | tuple[str, str]:
@@ -386,6 +409,25 @@ class TextTask(Task):
 class TextClassifier(TextTask):
     """Single-label classification of a text or text pair: a subclass gives its row schema
     (`example_labels` returning the one label, `example_input`) and its names."""
+
+    read_windows: ClassVar[int] = 4
+    """A fine-tuned model reads a text longer than its max_length in up to this many
+    windows (overlapping by a quarter) and answers from their mean logits, instead of from
+    the first window alone: it trains on each text's first max_length tokens (the training
+    time budget), and the rest of a long text still carries evidence. BBC News, the default
+    job's configuration (800 articles at 128 tokens, fp32, 3 training seeds; 1,425 articles
+    held out, 5.3 windows each on average): mean accuracy 0.9722 from the first window,
+    0.9752 from the first 4 (0.9703 from 2, 0.9729 from 3, 0.9752 from all). A text of n
+    windows costs about n short runs; a short text is one window. 1: the first window only."""
+
+    def task_options(
+        self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
+    ) -> dict[str, Any]:
+        """The text options, and `windows` for a model this server trained (max_length given)."""
+        options = super().task_options(model, preprocessor, max_length)
+        if max_length is not None and self.read_windows > 1:
+            options["windows"] = self.read_windows
+        return options
 
     def example_target(self, example: Mapping[str, Any], row: int, ids: LabelIds) -> int:
         """The id of the row's label."""

@@ -31,11 +31,9 @@ from typing import Any, ClassVar, cast
 from edgetune.errors import InvalidArgument, quoted
 from edgetune.kit import (
     TextClassifier,
-    as_tokenizer,
     load_tokenizer,
     single_label,
     text_field,
-    tokenizer_options,
 )
 from edgetune.plugins import hookimpl
 from edgetune.task import (
@@ -153,10 +151,13 @@ class SentenceClassification(TextClassifier):
     def task_options(
         self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
     ) -> dict[str, Any]:
-        """The kit's tokenizer options, cut by default where the encoder was trained
+        """The text classifier's options; an imported encoder is cut where it was trained
         (sentence_bert_config.json's max_seq_length) rather than at its position limit."""
+        options = super().task_options(model, preprocessor, max_length)
         trained = int(getattr(model.config, "max_seq_length", 0) or 0)
-        return tokenizer_options(model, as_tokenizer(preprocessor), max_length or trained or None)
+        if max_length is None and trained:
+            options["max_length"] = min(int(options["max_length"]), trained)
+        return options
 
 
 @hookimpl

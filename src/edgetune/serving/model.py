@@ -98,7 +98,8 @@ class ServedModel:
             encoded = model.runtime.encode(task.warmup_inputs())
             for warmed in (model.session, model.small_session):
                 if warmed is not None:
-                    model.runtime.decode(warmed.run(None, encoded.feeds), encoded, 1)
+                    outputs = encoded.per_input(warmed.run(None, encoded.feeds))
+                    model.runtime.decode(outputs, encoded, 1)
         model.load_seconds = time.perf_counter() - started
         model.memory_bytes = max(resident_bytes() - resident_before, version.model_file_bytes)
         model.last_used = time.monotonic()
@@ -152,7 +153,7 @@ class ServedModel:
             outputs, calls = call(encoded.feeds), 1
         else:
             outputs, calls = self.lengths.run(encoded.feeds, call)
-        results = self.runtime.decode(outputs, encoded, top_k)
+        results = self.runtime.decode(encoded.per_input(outputs), encoded, top_k)
         ended = time.time_ns()
         return results, Timing(
             started, encoded_at, ended, len(inputs), small_runs == calls, calls=calls
