@@ -340,6 +340,13 @@ class Task(ABC):
         """
         return {}
 
+    def trained_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The serving options of a model a job trained, from its `task_options`: what
+        applies only to models trained here, e.g. reading a long text in several windows
+        when training saw each text's first max_length tokens. Called once per job, before
+        the exported model is evaluated. Default: as is."""
+        return options
+
     def calibrate(self, options: dict[str, Any], metrics: Mapping[str, float]) -> dict[str, Any]:
         """Serving options adjusted from the exported fp32 model's validation metrics, e.g.
         decision thresholds tuned on the validation data; the result is what the manifest

@@ -48,8 +48,12 @@ def test_build_model_and_features(tiny_bert: Path) -> None:
     # Imported as it is: the first max_length tokens; trained here: long texts in windows.
     options = task.task_options(model, tokenizer)
     assert options == {"max_length": 64, "pad_token": "[PAD]", "pad_token_id": 0}
-    trained = task.task_options(model, tokenizer, max_length=16)
-    assert trained["max_length"] == 16 and trained["windows"] == task.read_windows == 4
+    cut = task.task_options(model, tokenizer, max_length=16)
+    assert cut["max_length"] == 16 and "windows" not in cut
+    assert (
+        task.trained_options(cut) == {**cut, "windows": task.read_windows}
+        and task.read_windows == 4
+    )
 
 
 @pytest.mark.parametrize(

@@ -420,14 +420,9 @@ class TextClassifier(TextTask):
     0.9752 from the first 4 (0.9703 from 2, 0.9729 from 3, 0.9752 from all). A text of n
     windows costs about n short runs; a short text is one window. 1: the first window only."""
 
-    def task_options(
-        self, model: TrainableModel, preprocessor: Preprocessor, max_length: int | None = None
-    ) -> dict[str, Any]:
-        """The text options, and `windows` for a model this server trained (max_length given)."""
-        options = super().task_options(model, preprocessor, max_length)
-        if max_length is not None and self.read_windows > 1:
-            options["windows"] = self.read_windows
-        return options
+    def trained_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The text options, reading long texts in `read_windows` windows."""
+        return {**options, "windows": self.read_windows} if self.read_windows > 1 else options
 
     def example_target(self, example: Mapping[str, Any], row: int, ids: LabelIds) -> int:
         """The id of the row's label."""

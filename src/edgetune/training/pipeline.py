@@ -383,7 +383,9 @@ def publish(
             labels=labels,
             base_model=spec.base_label,
             format="onnx-fp32",
-            task_options=task.task_options(model, preprocessor, hp.max_length),
+            task_options=task.trained_options(
+                task.task_options(model, preprocessor, hp.max_length)
+            ),
             training={
                 "job": context.job_id,
                 "dataset_id": spec.dataset_id,
