@@ -27,7 +27,10 @@ from edgetune.task import Array
 
 RUN_COST_TOKENS = 32
 """The fixed cost of one ONNX Runtime call, in padded tokens of the batch: a split must
-save more padding than this per extra call."""
+save more padding than this per extra call. Fused int8 MiniLM, two threads, AMD EPYC with
+AVX2: one 16-token row 3.6 ms, one 128-token row 19.8 ms (0.14 ms a token), so the call
+itself is ~1.4 ms, ~10 tokens; 32 leaves room for noise. In process, 4 short texts and 4
+articles ran 96 examples/s split (two calls) against 60 in one call padded to 128."""
 
 MASK = "attention_mask"
 
