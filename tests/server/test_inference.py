@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import grpc
@@ -9,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from grpc import aio
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from edgetune.store import ModelRepository
@@ -36,6 +38,41 @@ def direct_scores(folder: Path, texts: list[str], pairs: list[str] | None = None
 @pytest.fixture
 def stub(channel: aio.Channel) -> inference_pb2_grpc.InferenceStub:
     return inference_pb2_grpc.InferenceStub(channel)
+
+
+async def test_a_long_text_is_answered_from_the_mean_logits_of_its_windows(
+    stub, repository: ModelRepository
+) -> None:
+    """A version whose task options read long texts in 4 windows of 16 tokens
+    (`TextClassifier.read_windows`): the answer is the softmax of its windows' mean logits."""
+    tiny = repository.resolve("tiny")
+    with repository.staging() as staged:
+        for path in tiny.path.iterdir():
+            if path.is_file() and path.name != "manifest.json":
+                shutil.copy(path, staged / path.name)
+        manifest = tiny.manifest.model_copy(deep=True)
+        manifest.task_options = {**manifest.task_options, "max_length": 16, "windows": 4}
+        repository.publish("windowed", staged, manifest)
+    text = " ".join(["great", "i", "a", "is", "fun"] * 10)  # 50 words, 169 bytes
+    reply = await stub.Classify(classify(model="windowed", inputs=[pb.Input(text=text)]))
+    tokenizer = Tokenizer.from_file(str(tiny.path / "tokenizer.json"))
+    tokenizer.enable_truncation(16, stride=4)
+    first = tokenizer.encode(text)
+    assert len(first.overflowing) == 4  # 50 words, 14 a window: five windows, four read
+    windows = [first, *first.overflowing[:3]]
+    session = ort.InferenceSession(str(tiny.path / "model.onnx"))
+    feeds = {
+        "input_ids": np.array([w.ids for w in windows]),
+        "attention_mask": np.array([w.attention_mask for w in windows]),
+        "token_type_ids": np.array([w.type_ids for w in windows]),
+    }
+    names = {i.name for i in session.get_inputs()}
+    logits = session.run(None, {k: v for k, v in feeds.items() if k in names})[0].mean(axis=0)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    served = {s.label: s.score for s in reply.results[0].labels}
+    np.testing.assert_allclose(
+        [served[label] for label in tiny.manifest.labels], expected, atol=1e-5
+    )
 
 
 async def test_classify_matches_direct_onnxruntime(stub, repository: ModelRepository) -> None:

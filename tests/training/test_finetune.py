@@ -6,14 +6,10 @@ import shutil
 from pathlib import Path
 
 import grpc
-import numpy as np
-import onnxruntime as ort
 import pytest
 from fakes import jsonl, sentiment_rows
 from grpc import aio
-from tokenizers import Tokenizer
 
-from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2_grpc
 from edgetune.v1 import inference_pb2 as ipb
@@ -112,39 +108,9 @@ async def test_upload_train_export_publish_and_serve(
     )
     assert reply.version == "1"
     assert {s.label for s in reply.results[0].labels} == {"negative", "positive"}
-    await a_long_text_is_read_in_windows(channel, settings.models_dir)
 
     listed = await finetuning.ListJobs(pb.ListJobsRequest(states=[pb.JOB_STATE_SUCCEEDED]))
     assert [j.id for j in listed.jobs] == [job.id]
-
-
-async def a_long_text_is_read_in_windows(channel: aio.Channel, models: Path) -> None:
-    """A text longer than max_length (16) is answered from the mean logits of its first
-    windows (overlapping by 4 tokens), each of them max_length tokens or the rest."""
-    version = ModelRepository(models).resolve("sentiment")
-    assert version.manifest.task_options["windows"] == 4
-    text = " ".join(["great", "i", "a", "is", "fun"] * 10)  # 50 words, 169 bytes
-    reply = await inference_pb2_grpc.InferenceStub(channel).Classify(
-        ipb.ClassifyRequest(model="sentiment", inputs=[ipb.Input(text=text)])
-    )
-    tokenizer = Tokenizer.from_file(str(version.path / "tokenizer.json"))
-    tokenizer.enable_truncation(16, stride=4)
-    tokenizer.enable_padding()
-    first = tokenizer.encode(text)
-    windows = [first, *first.overflowing][:4]
-    assert len(first.overflowing) == 4  # 50 words, 14 a window: five windows, four read
-    session = ort.InferenceSession(str(version.path / "model.onnx"))
-    feeds = {
-        "input_ids": np.array([w.ids for w in windows]),
-        "attention_mask": np.array([w.attention_mask for w in windows]),
-        "token_type_ids": np.array([w.type_ids for w in windows]),
-    }
-    names = {i.name for i in session.get_inputs()}
-    logits = session.run(None, {k: v for k, v in feeds.items() if k in names})[0].mean(axis=0)
-    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    labels = version.manifest.labels
-    served = {s.label: s.score for s in reply.results[0].labels}
-    np.testing.assert_allclose([served[label] for label in labels], expected, atol=1e-5)
 
 
 async def test_inline_examples_and_a_repository_base(finetuning, channel, settings) -> None:
