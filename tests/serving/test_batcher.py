@@ -346,8 +346,11 @@ async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) 
 
             served.runtime.decode = held  # type: ignore[method-assign]
             before = served.batcher.stats.runs
-            calls = [asyncio.ensure_future(classify(t)) for t in texts]
+            # The first call alone, held in its run; then the rest, which must queue (sent
+            # together, two calls could reach the first batch on a busy machine).
+            calls = [asyncio.ensure_future(classify(texts[0]))]
             assert await asyncio.to_thread(entered.wait, 30)  # one call's run is held
+            calls += [asyncio.ensure_future(classify(t)) for t in texts[1:]]
             await watch.until(lambda: watch.submitted == len(texts), "took in every call")
             assert served.batcher.waiting == len(texts) - 1
             gate.set()
