@@ -26,7 +26,7 @@ Prints each figure, then the ratios the latency targets are stated in. `--smoke 
 runs the harness on a tiny model for a second per point (CI; no figure is checked).
 
     .venv/bin/python bench/latency.py            # about 4 minutes on 2 cores
-    .venv/bin/python bench/latency.py --env EDGETUNE_INTRA_OP_SPINNING=true   # a variant
+    .venv/bin/python bench/latency.py --env EDGETUNE_INTRA_OP_SPINNING=false  # a variant
 """
 
 from __future__ import annotations

@@ -152,12 +152,16 @@ class RuntimeSettings(_Group):
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime threads per inference call; 0 uses the number of physical cores."""
 
-    intra_op_spinning: bool = False
+    intra_op_spinning: bool = True
     """Let ONNX Runtime threads spin for work, for at most `intra_op_spin_us`, before they
-    sleep. Alone on its cores a model answers batch 1 much sooner with it (1.3 against
-    2.0 ms in a call loop); sharing two cores with its clients and the gRPC loop, the
-    spinning threads took the CPU those needed (p50 at 1 caller 3.0-3.6 against 2.4-2.6
-    ms under k6 on the same machine). Off by default; measure with bench/latency.py."""
+    sleep, instead of sleeping at once after every parallel section of a run. It matters
+    to the runs that take the session with a thread per core (a long input alone on the
+    model: a one-thread session has no threads to spin): a 128-token article at 1 caller
+    under k6 answered in 12.1-12.4 ms p50 against 14.4 without it, with short texts at 1
+    and 32 callers and mixed lengths at 8 unchanged (bench/latency.py's scenarios, both
+    settings interleaved on one 2-core machine). With `small_run_tokens` = 0 short runs
+    take the spinning session too, and sharing two cores with their clients the spinning
+    threads cost more than they saved (p50 at 1 caller 3.0-3.6 against 2.4-2.6 ms)."""
 
     intra_op_spin_us: int = Field(default=100, ge=0, le=1_000_000)
     """How long an ONNX Runtime thread spins for work before it sleeps, in microseconds,

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import grpc
+import onnxruntime as ort
 import pytest
 from fakes import publish_copy, scrape_metrics
 from grpc import aio
@@ -33,6 +34,14 @@ def batches(port: int, model: str) -> tuple[float, float]:
     return values.get("edgetune_batch_size_count", 0.0), values.get("edgetune_batch_size_sum", 0.0)
 
 
+def spinning(session: ort.InferenceSession) -> str:
+    """Whether a session's intra-op threads may spin ("1") or sleep at once ("0")."""
+    entry: str = session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning"
+    )
+    return entry
+
+
 async def test_a_model_batches_and_threads_by_its_own_settings(
     settings: Settings, plugins: Plugins, repository: ModelRepository
 ) -> None:
@@ -40,7 +49,14 @@ async def test_a_model_batches_and_threads_by_its_own_settings(
     # Model a waits (up to a minute) until three inputs are there, then runs them together;
     # the server's own settings (no delay) would have run the first request alone at once.
     write_model_settings(
-        repository, "a", {"batch_max_size": 3, "batch_max_delay_ms": 60_000, "intra_op_threads": 1}
+        repository,
+        "a",
+        {
+            "batch_max_size": 3,
+            "batch_max_delay_ms": 60_000,
+            "intra_op_threads": 1,
+            "intra_op_spinning": False,
+        },
     )
     running = await start_server(
         settings.model_copy(update={"metrics_port": free_port(), "model_control": "lazy"}), plugins
@@ -60,9 +76,14 @@ async def test_a_model_batches_and_threads_by_its_own_settings(
             served = running.registry.loaded[("a", 1)]
             assert served.settings is not None and served.settings.max_queue_size == 256
             assert served.session.get_session_options().intra_op_num_threads == 1
+            assert spinning(served.session) == "0"
             await stub.Classify(ipb.ClassifyRequest(model="tiny", inputs=[ipb.Input(text="x")]))
             tiny = running.registry.loaded[("tiny", 1)]
             assert tiny.settings is not None and tiny.settings.batch_max_delay_ms == 0.0
+            # the server's default: threads spin for work for 100 us before they sleep
+            assert spinning(tiny.session) == "1"
+            options = tiny.session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.spin_duration_us") == "100"
     finally:
         await running.stop(grace=1)
 
