@@ -154,14 +154,15 @@ class RuntimeSettings(_Group):
 
     intra_op_spinning: bool = True
     """Let ONNX Runtime threads spin for work, for at most `intra_op_spin_us`, before they
-    sleep, instead of sleeping at once after every parallel section of a run. It matters
-    to the runs that take the session with a thread per core (a long input alone on the
-    model: a one-thread session has no threads to spin): a 128-token article at 1 caller
-    under k6 answered in 12.1-12.4 ms p50 against 14.4 without it, with short texts at 1
-    and 32 callers and mixed lengths at 8 unchanged (bench/latency.py's scenarios, both
-    settings interleaved on one 2-core machine). With `small_run_tokens` = 0 short runs
-    take the spinning session too, and sharing two cores with their clients the spinning
-    threads cost more than they saved (p50 at 1 caller 3.0-3.6 against 2.4-2.6 ms)."""
+    sleep, instead of sleeping at once after every parallel section of a run. Runs alone
+    on a model then take its session with a thread per core whatever their size (see
+    `small_run_tokens`). Under k6 on one 2-core machine (bench/latency.py's scenarios, the
+    settings interleaved, two rounds): a short text at 1 caller p50 2.78-3.20 ms against
+    3.71-4.28 with sleeping threads (where it ran on the one-thread session), a 128-token
+    article 11.8-12.6 against 14.4, 32 callers and mixed lengths at 8 unchanged within
+    the noise; the server burns ~0.6 CPU ms more per call at 1 caller. An earlier
+    measurement, with ONNX Runtime's own much longer spin, found the spinning threads
+    taking the CPU that the clients on the same cores needed: measure with the bench."""
 
     intra_op_spin_us: int = Field(default=100, ge=0, le=1_000_000)
     """How long an ONNX Runtime thread spins for work before it sleeps, in microseconds,
@@ -171,12 +172,12 @@ class RuntimeSettings(_Group):
     """On CPU, when the main session has more than one thread, each model also gets a
     one-thread session, and as many of its runs as the main session has threads may be in
     flight at once, each on that session (one core each: two cores ran 2,260 short texts/s
-    in batches of 8 that way, against 1,300 with one two-thread run at a time). A run alone
-    on the model takes the one-thread session too when its largest input holds at most
-    this many elements (batch x tokens): waking a second thread costs more than it saves
-    on so little work (one short sentence: 1.24 against 1.57 ms in-process), and larger
-    ones take the main session (a 128-token article: 7.8 against 9.8 ms). 0 = one session,
-    one run at a time."""
+    in batches of 8 that way, against 1,300 with one two-thread run at a time). When the
+    threads do not spin (`intra_op_spinning` off), a run alone on the model takes the
+    one-thread session too when its largest input holds at most this many elements (batch
+    x tokens): waking a sleeping second thread costs more than it saves on so little work
+    (one short sentence: 1.24 against 1.57 ms in-process). 0 = one session, one run at a
+    time."""
 
     length_buckets: bool = True
     """Run a batch of texts of mixed lengths as several ONNX Runtime calls of similar

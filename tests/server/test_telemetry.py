@@ -97,7 +97,9 @@ async def test_metrics_count_requests_batches_and_loads(observed) -> None:
 
 
 async def test_short_runs_take_the_one_thread_session_and_are_counted(settings, plugins) -> None:
-    settings = settings.replace(metrics_port=free_port(), intra_op_threads=2, small_run_tokens=8)
+    settings = settings.replace(
+        metrics_port=free_port(), intra_op_threads=2, small_run_tokens=8, intra_op_spinning=False
+    )
     running = await start_server(settings, plugins)
     try:
         await running.startup
@@ -125,6 +127,30 @@ async def test_short_runs_take_the_one_thread_session_and_are_counted(settings, 
     inline = families["edgetune_inline_runs"]
     assert value(inline, "edgetune_inline_runs_total", **tiny) == served.batcher.stats.inline_runs
     assert served.batcher.stats.inline_runs == 2
+
+
+async def test_with_spinning_threads_runs_alone_take_every_core(settings, plugins) -> None:
+    # the default: threads spin, so no thread sleeps and a short run alone is sooner on all
+    settings = settings.replace(metrics_port=free_port(), intra_op_threads=2, small_run_tokens=8)
+    assert settings.runtime.intra_op_spinning
+    running = await start_server(settings, plugins)
+    try:
+        await running.startup
+        served = running.registry.loaded[("tiny", 1)]
+        assert served.small_session is not None and served.parallel_runs == 2
+        short = await classify(running.port, text="hi")
+        # beside another run it still takes the one-thread session
+        assert served.run([Text("hi")], 0, False)[1].small
+        families = await asyncio.to_thread(scrape_metrics, running.metrics_port)
+    finally:
+        await running.stop(0)
+    assert short.results[0].labels
+    tiny = {"model": "tiny", "version": "1"}
+    assert value(families["edgetune_batch_size"], "edgetune_batch_size_count", **tiny) == 1
+    assert (
+        value(families["edgetune_small_session_runs"], "edgetune_small_session_runs_total", **tiny)
+        == 0
+    )
 
 
 async def test_the_request_log_has_one_line_per_call_and_never_the_inputs(observed, caplog) -> None:

@@ -44,7 +44,7 @@ class ServedModel:
     small_session: ort.InferenceSession | None = None
     """A one-thread session of the same model (None: every run takes `session`). It takes
     the runs that overlap others, one per core (`parallel_runs` of them at once), and a
-    run alone whose largest input holds at most `small_run_tokens` elements."""
+    run alone whose largest input holds at most `small_run_tokens` elements (0: none)."""
     small_run_tokens: int = 0
     parallel_runs: int = 1
     """How many runs of this model may be in flight at once: the main session's threads
@@ -71,8 +71,8 @@ class ServedModel:
         """Check files, open the session(s), build the task runtime and warm up (blocking).
 
         :param small_options: options of a second session with one intra-op thread, for
-            runs that overlap others and for runs whose largest input has at most
-            `small_run_tokens` elements; None opens only one session.
+            runs that overlap others and for runs alone whose largest input has at most
+            `small_run_tokens` elements (0: none); None opens only one session.
         :param length_buckets: split batches of mixed lengths into calls of similar length,
             where the session's shapes say how (`LengthSplit.of`).
         """
@@ -90,7 +90,7 @@ class ServedModel:
         model = cls(version, task, session, task.runtime(files), 0.0)
         if length_buckets:
             model.lengths = LengthSplit.of(session.get_inputs(), session.get_outputs())
-        if small_options is not None and small_run_tokens > 0:
+        if small_options is not None:
             model.small_session = _open(version, small_options, providers)
             model.small_run_tokens = small_run_tokens
             model.parallel_runs = max(1, options.intra_op_num_threads)

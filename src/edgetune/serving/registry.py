@@ -294,7 +294,7 @@ class ModelRegistry:
                     verify=self.settings.runtime.verify_checksums,
                     warmup=self.settings.runtime.warmup,
                     small_options=self._small_session_options(model_settings),
-                    small_run_tokens=self.settings.runtime.small_run_tokens,
+                    small_run_tokens=self._small_run_tokens(model_settings),
                     length_buckets=self.settings.runtime.length_buckets,
                 )
             except Exception as exc:
@@ -339,6 +339,11 @@ class ModelRegistry:
         if self._session_options(model).intra_op_num_threads <= 1:
             return None
         return self._session_options_for(1, model.intra_op_spinning)
+
+    def _small_run_tokens(self, model: ModelSettings) -> int:
+        """Largest run alone that takes the one-thread session: none when the main session's
+        threads spin (there is no sleeping thread to wake, and all cores answer sooner)."""
+        return 0 if model.intra_op_spinning else self.settings.runtime.small_run_tokens
 
     def _session_options_for(self, threads: int, spinning: bool) -> ort.SessionOptions:
         return session_options(threads, spinning, self.settings.runtime.intra_op_spin_us)
