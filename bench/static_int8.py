@@ -16,6 +16,9 @@ often the top label agrees and the median relative error of the logits (the head
 untrained, so this is closeness to fp32, not accuracy). Not a test: nothing is asserted.
 
     .venv/bin/python bench/static_int8.py [--calibration 100] [--articles 150]
+
+`--base DIR` builds from another model folder (CI: a tiny one, few calls; no figure is
+checked).
 """
 
 from __future__ import annotations
@@ -100,12 +103,14 @@ def main() -> int:
     parser.add_argument("--calibration", type=int, default=100, help="training articles")
     parser.add_argument("--articles", type=int, default=150, help="held-out articles compared")
     parser.add_argument("--requests", type=int, default=300, help="calls per batch-1 figure")
+    parser.add_argument("--base", type=Path, help="model folder (default: packaged MiniLM)")
+    parser.add_argument("--json", type=Path, default=Path("bench-static-int8.json"))
     args = parser.parse_args()
     train, held_out = bbc.split()
     task = TextClassification()
     with tempfile.TemporaryDirectory(prefix="edgetune-static-") as scratch:
         home = Path(scratch)
-        build_models(home, minilm_folder(), list(bbc.TOPICS), only=("int8-fused",))
+        build_models(home, args.base or minilm_folder(), list(bbc.TOPICS), only=("int8-fused",))
         repo = ModelRepository(home / "models")
         fp32, dynamic = repo.resolve("fp32"), repo.resolve("int8-fused")
         folder = fp32.path
@@ -151,7 +156,7 @@ def main() -> int:
             f"time, article b1 {mine['article_b1_ms'] / base['article_b1_ms']:.2f}x, b32 "
             f"{mine['short_b32_per_s'] / base['short_b32_per_s']:.2f}x the throughput"
         )
-    Path("bench-static-int8.json").write_text(json.dumps(results, indent=2))
+    args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

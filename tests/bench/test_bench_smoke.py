@@ -47,6 +47,24 @@ def test_serving_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     assert "edgetune/raw p50" in result.stdout
 
 
+def test_static_int8_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
+    out = tmp_path / "static.json"
+    command = [sys.executable, str(ROOT / "bench" / "static_int8.py"), "--base", str(tiny_bert)]
+    command += ["--calibration", "4", "--articles", "4", "--requests", "5", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {
+        "fp32 fused",
+        "dynamic int8 (published)",
+        "static int8 QDQ",
+        "static int8 QOperator",
+    }
+    assert figures["fp32 fused"]["agreement"] == 1.0
+    assert all(f["short_b32_per_s"] > 0 for f in figures.values())
+    assert "static int8 QDQ / dynamic" in result.stdout
+
+
 def test_operating_benchmark_smoke(tmp_path: Path, tiny_bert: Path) -> None:
     out = tmp_path / "operating.json"
     result = subprocess.run(
