@@ -161,8 +161,9 @@ class RuntimeSettings(_Group):
     3.71-4.28 with sleeping threads (where it ran on the one-thread session), a 128-token
     article 11.8-12.6 against 14.4, 32 callers and mixed lengths at 8 unchanged within
     the noise; the server burns ~0.6 CPU ms more per call at 1 caller. An earlier
-    measurement, with ONNX Runtime's own much longer spin, found the spinning threads
-    taking the CPU that the clients on the same cores needed: measure with the bench."""
+    measurement on another machine found the opposite at 1 caller (p50 3.0-3.6 against
+    2.4-2.6 ms: the spinning threads took the CPU its clients on the same cores needed):
+    measure with the bench where it matters."""
 
     intra_op_spin_us: int = Field(default=100, ge=0, le=1_000_000)
     """How long an ONNX Runtime thread spins for work before it sleeps, in microseconds,
