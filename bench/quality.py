@@ -45,7 +45,7 @@ from demo import TASKS, minilm_folder
 from edgetune.client import background_server
 from edgetune.exporters.evaluate import evaluate
 from edgetune.kit import classification_metrics, tfidf_logistic_regression
-from edgetune.kit.baselines import tfidf_features
+from edgetune.kit.baselines import fit_tfidf_logistic_regression
 from edgetune.store import ModelRepository
 from edgetune.v1 import finetuning_pb2 as pb
 from edgetune.v1 import finetuning_pb2_grpc, inference_pb2, inference_pb2_grpc
@@ -158,11 +158,9 @@ def blends(train: Rows, held_out: Rows, labels: list[str], served: np.ndarray) -
     """Held-out accuracy of w x served probabilities + (1 - w) x the job baseline's, for
     w from 0.1 to 0.9: what averaging the two models could earn. Every w is scored on the
     held-out rows, so the best is an optimistic figure, not one a job could promise."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    baseline = make_pipeline(tfidf_features(), LogisticRegression(C=10, max_iter=2000))
-    baseline.fit([r["text"] for r in train], [labels.index(r["label"]) for r in train])
+    baseline = fit_tfidf_logistic_regression(
+        [r["text"] for r in train], [labels.index(r["label"]) for r in train]
+    )
     probabilities = baseline.predict_proba([r["text"] for r in held_out])
     actual = np.array([labels.index(r["label"]) for r in held_out])
     return {

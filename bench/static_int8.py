@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -119,7 +120,7 @@ def main() -> int:
         feeds = [runtime.encode([Text(row["text"])]).feeds for row in train[: args.calibration]]
         quantize_static(folder / "fused.onnx", folder / "static-qdq.onnx", feeds, qdq=True)
         quantize_static(folder / "fused.onnx", folder / "static-qop.onnx", feeds, qdq=False)
-        (folder / "dynamic.onnx").write_bytes((dynamic.path / "model.onnx").read_bytes())
+        shutil.copy2(dynamic.path / "model.onnx", folder / "dynamic.onnx")
         files = {
             "fp32 fused": "fused.onnx",
             "dynamic int8 (published)": "dynamic.onnx",

@@ -31,13 +31,11 @@ def tfidf_features() -> Any:
     )
 
 
-def tfidf_logistic_regression(
-    train_texts: Sequence[str], train_targets: npt.ArrayLike, texts: Sequence[str]
-) -> npt.NDArray[np.int64]:
-    """Fit TF-IDF + logistic regression on (train_texts, train_targets), predict texts.
+def fit_tfidf_logistic_regression(train_texts: Sequence[str], train_targets: npt.ArrayLike) -> Any:
+    """The TF-IDF + logistic regression pipeline fit on (train_texts, train_targets).
 
     train_targets are label ids (n,) for one label per text, or a 0/1 matrix (n, labels)
-    for several (one logistic regression per label); the prediction has the same shape.
+    for several (one logistic regression per label).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -47,7 +45,15 @@ def tfidf_logistic_regression(
     classifier: Any = LogisticRegression(C=10, max_iter=2000)
     if targets.ndim == 2:
         classifier = OneVsRestClassifier(classifier)
-    model = make_pipeline(tfidf_features(), classifier).fit(list(train_texts), targets)
+    return make_pipeline(tfidf_features(), classifier).fit(list(train_texts), targets)
+
+
+def tfidf_logistic_regression(
+    train_texts: Sequence[str], train_targets: npt.ArrayLike, texts: Sequence[str]
+) -> npt.NDArray[np.int64]:
+    """Fit TF-IDF + logistic regression on (train_texts, train_targets), predict texts
+    (same shape as the targets: label ids, or a 0/1 matrix)."""
+    model = fit_tfidf_logistic_regression(train_texts, train_targets)
     predicted: npt.NDArray[np.int64] = np.asarray(model.predict(list(texts)), dtype=np.int64)
     return predicted
 
