@@ -58,7 +58,9 @@ MODEL = "int8-fused"
 
 
 def cpu() -> str:
-    """The CPU model and whether it has VNNI (int8 dot products), from /proc/cpuinfo."""
+    """The CPU model and whether it has VNNI (int8 dot products) and AMX (int8 tile
+    multiplies, which ONNX Runtime's int8 matrix multiply uses where the CPU has them),
+    from /proc/cpuinfo."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next(
         (
@@ -68,7 +70,9 @@ def cpu() -> str:
         ),
         platform.machine(),
     )
-    return f"{name}{' (VNNI)' if 'vnni' in info else ''}, {os.cpu_count()} CPUs"
+    features = [name for name, flag in (("VNNI", "vnni"), ("AMX", "amx_int8")) if flag in info]
+    detail = f" ({', '.join(features)})" if features else ""
+    return f"{name}{detail}, {os.cpu_count()} CPUs"
 
 
 def server_pid() -> int:
