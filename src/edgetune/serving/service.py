@@ -9,10 +9,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from edgetune.errors import InvalidArgument
-from edgetune.serving.batcher import Batcher
+from edgetune.serving.batcher import Batcher, Cores
 from edgetune.serving.model import ServedModel
 from edgetune.serving.observe import CURRENT_CALL, Observer, Timing
 from edgetune.serving.registry import ModelRegistry
+from edgetune.serving.session import CPU, physical_cores
 from edgetune.settings import Settings
 from edgetune.store import ModelVersion
 from edgetune.store.model_settings import ModelOverrides, ModelSettings
@@ -42,6 +43,10 @@ class InferenceService:
         self.settings = settings
         self.executor = executor
         self.observer = observer
+        self.cores = Cores(settings.runtime.inference_workers or physical_cores())
+        """The runs in flight on the CPU across every model (the batchers of the models
+        whose sessions run on the CPU share it): at most one a core, as many as the
+        inference pool has workers."""
 
     async def classify(
         self, model: str, version: str, inputs: Sequence[Input], top_k: int = 0
@@ -92,6 +97,7 @@ class InferenceService:
                 if observer is not None:
                     observer.batch_ran(version, timing)
 
+            on_cpu = served.providers[0] == CPU
             served.batcher = Batcher(
                 f"{served.version.name}:{served.version.version}",
                 served.run,
@@ -102,6 +108,8 @@ class InferenceService:
                 inline_max_inputs=knobs.inline_max_inputs,
                 on_run=on_run if observer is not None else None,
                 parallel_runs=served.parallel_runs,
+                cores=self.cores if on_cpu else None,
+                run_threads=served.session.get_session_options().intra_op_num_threads,
             )
         return served.batcher
 
