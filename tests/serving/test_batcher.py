@@ -438,6 +438,44 @@ async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) 
         await running.stop(0)
 
 
+async def test_a_call_that_fills_a_batch_waits_its_turn_for_the_cores(settings, plugins) -> None:
+    from edgetune.server.app import start_server
+
+    running = await start_server(settings.replace(inline_max_inputs=0, batch_max_size=4), plugins)
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = inference_pb2_grpc.InferenceStub(channel)
+
+            def classify(*texts: str):
+                inputs = [pb.Input(text=text) for text in texts]
+                return stub.Classify(pb.ClassifyRequest(model="tiny", inputs=inputs))
+
+            await classify("warm")
+            served = await running.registry.get("tiny")
+            assert served.batcher is not None
+            watch = WatchedBatcher(served.batcher)
+            decode = served.runtime.decode
+            gate, entered = threading.Event(), threading.Event()
+
+            def held(*args):
+                entered.set()
+                gate.wait(30)
+                return decode(*args)
+
+            served.runtime.decode = held  # type: ignore[method-assign]
+            first = asyncio.ensure_future(classify("the movie was good"))
+            assert await asyncio.to_thread(entered.wait, 30)  # its run holds the cores
+            large = asyncio.ensure_future(classify("good", "bad", "great", "boring"))
+            await watch.until(lambda: watch.submitted == 2, "took in the call of four")
+            # a full batch by itself, but it waits for the cores like any other call
+            assert served.batcher.waiting == 1
+            gate.set()
+            replies = await asyncio.gather(first, large)
+        assert [len(reply.results) for reply in replies] == [1, 4]
+    finally:
+        await running.stop(0)
+
+
 async def test_queue_overflow_over_grpc(settings, plugins) -> None:
     from edgetune.server.app import start_server
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -71,16 +69,9 @@ class InferenceService:
                     f"inputs[{index}]: model {model!r} (task {served.task.name}) does not take "
                     f"{item.kind} input; it takes {kinds}"
                 )
-        if len(inputs) >= self._settings_of(served).batch_max_size:
-            loop = asyncio.get_running_loop()
-            enqueued = time.time_ns()
-            results, timing = await loop.run_in_executor(self.executor, served.run, inputs, top_k)
-            if self.observer is not None:
-                self.observer.batch_ran(served.version, timing)
-            if record is not None:
-                record.ran(len(inputs), enqueued, timing)
-        else:
-            results = await self._batcher(served).submit(inputs, top_k)
+        # A request that fills a batch by itself goes through the batcher too: it runs as
+        # its own batch, but on the cores' budget, in its turn.
+        results = await self._batcher(served).submit(inputs, top_k)
         return Classification(served.version, results)
 
     def _settings_of(self, served: ServedModel) -> ModelSettings:
