@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import pytest
@@ -388,6 +389,21 @@ async def test_idle_returns_once_everything_queued_has_run(executor) -> None:
     await asyncio.gather(*calls)
 
 
+def hold_runs(served: Any) -> tuple[threading.Event, threading.Event]:
+    """Hold every run of a served model in its decode until `gate` opens; `entered` is set
+    once a run is there."""
+    decode = served.runtime.decode
+    gate, entered = threading.Event(), threading.Event()
+
+    def held(*args):
+        entered.set()
+        gate.wait(30)
+        return decode(*args)
+
+    served.runtime.decode = held
+    return gate, entered
+
+
 async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) -> None:
     from edgetune.server.app import start_server
 
@@ -408,15 +424,7 @@ async def test_concurrent_grpc_calls_share_onnx_runtime_runs(settings, plugins) 
             served = await running.registry.get("tiny")
             assert served.batcher is not None
             watch = WatchedBatcher(served.batcher)
-            decode = served.runtime.decode
-            gate, entered = threading.Event(), threading.Event()
-
-            def held(*args):
-                entered.set()
-                gate.wait(30)
-                return decode(*args)
-
-            served.runtime.decode = held  # type: ignore[method-assign]
+            gate, entered = hold_runs(served)
             before = served.batcher.stats.runs
             # The first call alone, held in its run; then the rest, which must queue (sent
             # together, two calls could reach the first batch on a busy machine).
@@ -454,15 +462,7 @@ async def test_a_call_that_fills_a_batch_waits_its_turn_for_the_cores(settings, 
             served = await running.registry.get("tiny")
             assert served.batcher is not None
             watch = WatchedBatcher(served.batcher)
-            decode = served.runtime.decode
-            gate, entered = threading.Event(), threading.Event()
-
-            def held(*args):
-                entered.set()
-                gate.wait(30)
-                return decode(*args)
-
-            served.runtime.decode = held  # type: ignore[method-assign]
+            gate, entered = hold_runs(served)
             first = asyncio.ensure_future(classify("the movie was good"))
             assert await asyncio.to_thread(entered.wait, 30)  # its run holds the cores
             large = asyncio.ensure_future(classify("good", "bad", "great", "boring"))
@@ -486,15 +486,7 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
     running = await start_server(settings, plugins)
     try:
         served = await running.registry.get("tiny")
-        decode = served.runtime.decode
-        gate, entered = threading.Event(), threading.Event()
-
-        def held(*args):
-            entered.set()
-            gate.wait(5)
-            return decode(*args)
-
-        served.runtime.decode = held  # type: ignore[method-assign]
+        gate, entered = hold_runs(served)
         async with aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = inference_pb2_grpc.InferenceStub(channel)
             request = pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text="good")])
