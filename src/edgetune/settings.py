@@ -174,7 +174,7 @@ class RuntimeSettings(_Group):
     one-thread session, and as many of its runs as the main session has threads may be in
     flight at once, each on that session (one core each: two cores ran 2,260 short texts/s
     in batches of 8 that way, against 1,300 with one two-thread run at a time). When the
-    threads do not spin (`intra_op_spinning` off), a run alone on the model takes the
+    threads do not spin (`intra_op_spinning` off), a run alone (no model running) takes the
     one-thread session too when its largest input holds at most this many elements (batch
     x tokens): waking a sleeping second thread costs more than it saves on so little work
     (one short sentence: 1.24 against 1.57 ms in-process). 0 = one session, one run at a
@@ -187,7 +187,8 @@ class RuntimeSettings(_Group):
     every batch is one call."""
 
     inference_workers: int = Field(default=0, ge=0)
-    """Threads that run inference calls off the event loop; 0 uses the number of
+    """Threads that run inference calls off the event loop, and the batches the models on
+    the CPU may have in flight at once, all of them together; 0 uses the number of
     physical cores. ONNX Runtime releases the GIL, so these run truly in parallel."""
 
     execution_providers: list[str] = Field(default_factory=list)
