@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,9 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import bbc
 from load_test import k6_binary
+from scale_out import publish_copy
 from serving import SHORT, build_models, raw_onnxruntime
 
 from edgetune.client import background_server, free_port
+from edgetune.store import ModelRepository
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "int8-fused"
@@ -75,7 +76,9 @@ def cpu() -> str:
         ),
         platform.machine(),
     )
-    features = [name for name, flag in (("VNNI", "vnni"), ("AMX", "amx_int8")) if flag in info]
+    features = [
+        feature for feature, flag in (("VNNI", "vnni"), ("AMX", "amx_int8")) if flag in info
+    ]
     detail = f" ({', '.join(features)})" if features else ""
     return f"{name}{detail}, {os.cpu_count()} CPUs"
 
@@ -247,8 +250,7 @@ def measure(
     with background_server(home, env={**env, "EDGETUNE_LENGTH_BUCKETS": "false"}) as address:
         served["infer_mixed_c8_padded"] = mixed(address, texts, duration, scratch)
     # Two models behind one server, loaded at once: they share the cores.
-    models = home / "models"
-    shutil.copytree(models / MODEL, models / SECOND_MODEL, dirs_exist_ok=True)
+    publish_copy(ModelRepository(home / "models"), MODEL, SECOND_MODEL)
     with background_server(home, env=env) as address:
         both = {
             f"c{vus}_each": two_models(address, vus, duration, texts["short"], scratch)

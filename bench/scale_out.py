@@ -93,14 +93,15 @@ def nginx_proxy(root: Path, upstreams: list[str]) -> Iterator[str]:
         process.wait()
 
 
-def publish_copy(repository: ModelRepository, name: str) -> int:
-    """A new version of name with the files of its latest, moved to `latest`."""
+def publish_copy(repository: ModelRepository, name: str, target: str = "") -> int:
+    """A new version of `target` (default: name itself) with the files of name's latest,
+    moved to `latest`."""
     source = repository.resolve(name)
     with repository.staging() as staged:
         for item in source.path.iterdir():
             if item.is_file() and item.name != "manifest.json":
                 shutil.copy2(item, staged / item.name)
-        return repository.publish(name, staged, source.manifest).version
+        return repository.publish(target or name, staged, source.manifest).version
 
 
 def time_to_follow(replicas: list[str], model: str, version: int, limit_s: float) -> list[float]:
