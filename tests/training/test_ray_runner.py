@@ -277,12 +277,16 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
 
 
 async def test_a_ray_job_away_from_the_server_s_home_reports_each_event_once(
-    ray_settings, plugins, tiny_bert, ray_head, bucket
+    ray_settings, plugins, tiny_bert, ray_head, bucket, monkeypatch, tmp_path
 ) -> None:
     """ray_shared_home false: the job's data set and base travel in its package, it trains
     with a home of its own on the node, and its events reach the server's store through the
     log stream; a server restarted mid-job reads that log again from its start and records
     nothing twice; the model is published to the shared S3 repository and served."""
+    # The training process waits after its epochs until the next server follows it, so the
+    # job cannot end while no server runs (a fast CPU trains the tiny model in a second).
+    release = tmp_path / "release"
+    monkeypatch.setenv("EDGETUNE_TEST_FAULT", f"hold={release}@export")
     settings = ray_settings.replace(ray_shared_home=False, repository_url=f"s3://{bucket}/m")
     first = await start_server(settings, plugins)
     try:
@@ -298,8 +302,8 @@ async def test_a_ray_job_away_from_the_server_s_home_reports_each_event_once(
                     auto_promote=True,
                 )
             )
-            await wait_for_event(stub, job.id, "epoch 1 validation")
-            # Its checkpoint of epoch 1 is on the node: none in the server's home.
+            await wait_for_event(stub, job.id, "test fault: held at export")
+            # Its checkpoints are on the node: none in the server's home.
             assert not (settings.jobs_dir / job.id / "checkpoints").exists()
     finally:
         await first.stop(1)
@@ -307,13 +311,13 @@ async def test_a_ray_job_away_from_the_server_s_home_reports_each_event_once(
     try:
         async with aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
+            await wait_for_event(stub, job.id, "the server restarted; it follows the training")
+            release.touch()
             events = await watch_to_end(stub, job.id)
             final = await stub.GetJob(pb.GetJobRequest(id=job.id))
             messages = [e.message for e in events]
             assert final.state == pb.JOB_STATE_SUCCEEDED, (final.error, messages)
-            assert any(
-                m.startswith("the server restarted; it follows the training") for m in messages
-            )
+            assert len([m for m in messages if m.startswith("test fault: held at")]) == 1
             assert [e.sequence for e in events] == list(range(1, len(events) + 1))
             for epoch in range(1, 5):
                 assert len([m for m in messages if m.startswith(f"epoch {epoch} validation")]) == 1

@@ -8,6 +8,9 @@ processes, holds `ACTION@POINT`:
 - `pause@POINT`: at POINT, write the job event "test fault: paused at POINT" and wait
   (until the process is killed or the job cancelled), so a test can kill -9 the server at
   that moment;
+- `hold=PATH@POINT`: at POINT, write the job event "test fault: held at POINT" and wait
+  until the file PATH exists (or the job is cancelled), then go on, so a test can restart
+  the server while the job is at POINT and let it finish after;
 - `fsize=BYTES@POINT`: for the step named POINT, no file the process writes may grow past
   BYTES (`RLIMIT_FSIZE`; writes fail with EFBIG as they would with ENOSPC on a full disk).
 
@@ -26,6 +29,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from edgetune.training.loop import Cancelled
 
@@ -47,10 +51,16 @@ class Faults:
         """:param spec: `ACTION@POINT`, or "" for no fault.
         :param report: writes a job event.
         :param cancelled: whether the job was cancelled (a pause ends then)."""
-        action, _, point = spec.partition("@")
-        valid = action == "pause" or (action.startswith("fsize=") and action[6:].isdigit())
+        action, _, point = spec.rpartition("@")
+        valid = (
+            action == "pause"
+            or (action.startswith("fsize=") and action[6:].isdigit())
+            or (action.startswith("hold=") and len(action) > 5)
+        )
         if spec and (point not in POINTS or not valid):
-            raise ValueError(f"{FAULT_ENV}={spec!r}: expected pause@POINT or fsize=BYTES@POINT")
+            raise ValueError(
+                f"{FAULT_ENV}={spec!r}: expected pause@POINT, hold=PATH@POINT or fsize=BYTES@POINT"
+            )
         self.action, self.point = action, point
         self.report, self.cancelled = report, cancelled
 
@@ -60,12 +70,16 @@ class Faults:
         return cls(os.environ.get(FAULT_ENV, ""), report, cancelled)
 
     def pause(self, point: str) -> None:
-        """Wait here for good when asked to pause at point (a cancel still stops the job)."""
-        if self.action != "pause" or self.point != point:
+        """Wait here for good when asked to pause at point, or until the release file
+        exists when asked to hold there (a cancel still stops the job)."""
+        if self.point != point or not (self.action == "pause" or self.action.startswith("hold=")):
             return
-        log.warning("%s: pausing at %s until killed", FAULT_ENV, point)
-        self.report(f"test fault: paused at {point}")
+        release = Path(self.action.removeprefix("hold=")) if self.action != "pause" else None
+        log.warning("%s: %s at %s", FAULT_ENV, self.action, point)
+        self.report(f"test fault: {'paused' if release is None else 'held'} at {point}")
         while not self.cancelled():
+            if release is not None and release.exists():
+                return
             time.sleep(0.1)
         raise Cancelled
 
