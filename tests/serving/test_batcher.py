@@ -215,7 +215,7 @@ async def test_a_request_that_arrived_during_an_inline_run_runs_in_the_pool(exec
     model.during_run = lambda: loop.call_soon(
         lambda: behind.append(asyncio.ensure_future(b.submit([Text("b")], 0)))
     )
-    model.seconds = 0.05
+    model.seconds = 0.4  # "right behind" is within a quarter of it: room for a busy CPU
     await b.submit([Text("a")], 0)
     model.seconds = 0.0
     await run_ready_tasks()
@@ -491,7 +491,7 @@ async def test_queue_overflow_over_grpc(settings, plugins) -> None:
             stub = inference_pb2_grpc.InferenceStub(channel)
             request = pb.ClassifyRequest(model="tiny", inputs=[pb.Input(text="good")])
             first = asyncio.ensure_future(stub.Classify(request))
-            await asyncio.to_thread(entered.wait, 5)  # taken off the queue, held in a run
+            assert await asyncio.to_thread(entered.wait, 30)  # off the queue, held in a run
             rest = [asyncio.ensure_future(stub.Classify(request)) for _ in range(3)]
             # Two are refused (their calls end); one waits in the queue behind the held run.
             refused = await done_calls(rest, 2)

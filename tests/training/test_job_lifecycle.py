@@ -181,12 +181,13 @@ async def test_hot_swap_drops_no_request(finetuning, channel, server) -> None:
     assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, **env_vars: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "EDGETUNE_HOME": str(home),
         "EDGETUNE_DISABLE_PLUGIN_AUTOLOAD": "1",
         "EDGETUNE_TRAIN_THREADS": "1",
+        **env_vars,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgetune", "serve", "--port", str(port)],
@@ -205,7 +206,9 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
     home = tmp_path / "home"
     shutil.copytree(seeded_models, home / "models")
     port = free_port()
-    server = start_server(home, port)
+    # Its training process stops once epoch 1 is recorded, so the kill lands mid-training
+    # however fast the CPU (the restarted server runs without the fault).
+    server = start_server(home, port, EDGETUNE_TEST_FAULT="pause@epoch")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = finetuning_pb2_grpc.FineTuningStub(channel)
@@ -231,8 +234,10 @@ def test_kill_9_mid_training_then_restart_resumes_from_the_checkpoint(
                 )
             )
             for event in stub.WatchJob(pb.WatchJobRequest(id=job.id), timeout=120):
-                if "epoch 1 validation" in event.message:
+                if "test fault: paused at epoch" in event.message:
                     break
+            else:
+                raise AssertionError("the job ended before its first epoch was recorded")
         worker = JobStore(home / "jobs" / "jobs.db").get(job.id).pid
         server.send_signal(signal.SIGKILL)
         server.wait()

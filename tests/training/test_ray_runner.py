@@ -222,8 +222,12 @@ async def test_a_job_trains_on_ray_and_its_model_is_served(
 
 
 async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
-    ray_settings, plugins, tiny_bert, ray_head
+    ray_settings, plugins, tiny_bert, ray_head, monkeypatch, tmp_path
 ) -> None:
+    # The training process waits after epoch 1 until the next server follows it, so the
+    # job is still training through the restart however fast the CPU.
+    release = tmp_path / "release"
+    monkeypatch.setenv("EDGETUNE_TEST_FAULT", f"hold={release}@epoch")
     first = await start_server(ray_settings, plugins)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
@@ -232,7 +236,7 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
             job = await stub.CreateJob(
                 job_request(tiny_bert, "reattached", SLOW, dataset_id=dataset.id)
             )
-            await wait_for_event(stub, job.id, "epoch 1 validation")
+            await wait_for_event(stub, job.id, "test fault: held at epoch")
     finally:
         await first.stop(1)
     # The job trains on without its server: still RUNNING on Ray and in the store.
@@ -250,6 +254,7 @@ async def test_a_restarted_server_reattaches_to_its_ray_job_and_cancel_stops_it(
                     after = event.sequence
                     break
             assert after, "the restarted server did not reattach"
+            release.touch()
             # The same process goes on training and its events still reach the watchers.
             async for event in stub.WatchJob(
                 pb.WatchJobRequest(id=job.id, after_sequence=after), timeout=120

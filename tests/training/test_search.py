@@ -282,7 +282,7 @@ async def test_a_default_job_searches_and_hyperparameters_alone_mean_one_run(
 
 
 async def test_no_trial_starts_once_the_time_budget_is_spent(finetuning) -> None:
-    search = pb.Search(trials=4, time_budget_minutes=0.001)
+    search = pb.Search(trials=4, time_budget_minutes=1e-6)  # spent by any trial
     job, events = await run_to_end(finetuning, request(search=search))
     assert job.state == pb.JOB_STATE_SUCCEEDED, job.error
     assert [t.number for t in job.result.trials] == [1]

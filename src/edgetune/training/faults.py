@@ -14,11 +14,12 @@ processes, holds `ACTION@POINT`:
 - `fsize=BYTES@POINT`: for the step named POINT, no file the process writes may grow past
   BYTES (`RLIMIT_FSIZE`; writes fail with EFBIG as they would with ENOSPC on a full disk).
 
-Points: `trial` (a search trial finished and is recorded in its study), `export` (the ONNX
-files are in the staging folder, nothing published), `publish` (the version is assembled in
-staging, just before it is renamed into place), `published` (the version is in the
-repository, the job has not recorded it yet). `fsize` applies to `publish`: export,
-quantization and publication together.
+Points: `epoch` (the job's main run, not a search trial, recorded an epoch's checkpoint
+and its validation event; at every epoch), `trial` (a search trial finished and is recorded
+in its study), `export` (the ONNX files are in the staging folder, nothing published),
+`publish` (the version is assembled in staging, just before it is renamed into place),
+`published` (the version is in the repository, the job has not recorded it yet). `fsize`
+applies to `publish`: export, quantization and publication together.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from edgetune.training.loop import Cancelled
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "EDGETUNE_TEST_FAULT"
-POINTS = ("trial", "export", "publish", "published")
+POINTS = ("epoch", "trial", "export", "publish", "published")
 
 
 class Faults:

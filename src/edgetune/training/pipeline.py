@@ -23,6 +23,7 @@ from edgetune.store import Manifest, ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.context import JobContext
+from edgetune.training.faults import NO_FAULTS, Faults
 from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
@@ -45,9 +46,10 @@ log = logging.getLogger(__name__)
 class StoreReporter(Reporter):
     """Writes the loop's reports to the job store as events."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(self, store: JobStore, job_id: str, faults: Faults = NO_FAULTS) -> None:
         self.store = store
         self.job_id = job_id
+        self.faults = faults
 
     def progress(self, progress: Progress) -> None:
         data = progress_data(progress)
@@ -67,6 +69,7 @@ class StoreReporter(Reporter):
             {"metrics": metrics, "epoch": epoch},
             **fields,
         )
+        self.faults.pause("epoch")
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
         self.store.add_checkpoint(self.job_id, checkpoint)
@@ -342,7 +345,7 @@ def run_training(
         data.labels,
         hp,
         context.workdir,
-        StoreReporter(context.store, context.job_id),
+        StoreReporter(context.store, context.job_id, context.faults),
         context.cancelled,
         resume=last,
         best=best,
