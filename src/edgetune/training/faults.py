@@ -73,9 +73,11 @@ class Faults:
     def pause(self, point: str) -> None:
         """Wait here for good when asked to pause at point, or until the release file
         exists when asked to hold there (a cancel still stops the job)."""
-        if self.point != point or not (self.action == "pause" or self.action.startswith("hold=")):
+        if self.point != point or not self.action.startswith(("pause", "hold=")):
             return
         release = Path(self.action.removeprefix("hold=")) if self.action != "pause" else None
+        if release is not None and release.exists():
+            return  # released: the point passed again (the next epoch) goes on quietly
         log.warning("%s: %s at %s", FAULT_ENV, self.action, point)
         self.report(f"test fault: {'paused' if release is None else 'held'} at {point}")
         while not self.cancelled():
