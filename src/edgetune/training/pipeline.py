@@ -23,7 +23,7 @@ from edgetune.store import Manifest, ModelVersion
 from edgetune.store.manifest import MODEL_FILE
 from edgetune.task import Task
 from edgetune.training.context import JobContext
-from edgetune.training.faults import NO_FAULTS, Faults
+from edgetune.training.faults import Faults
 from edgetune.training.jobstore import Checkpoint, JobStore
 from edgetune.training.loop import Cancelled, Outcome, Progress, Reporter, rank, train
 from edgetune.training.prepare import load_data, resolve_base
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class StoreReporter(Reporter):
     """Writes the loop's reports to the job store as events."""
 
-    def __init__(self, store: JobStore, job_id: str, faults: Faults = NO_FAULTS) -> None:
+    def __init__(self, store: JobStore, job_id: str, faults: Faults) -> None:
         self.store = store
         self.job_id = job_id
         self.faults = faults
